@@ -1,0 +1,2 @@
+//! The `chaos` command.
+fn main() {}
