@@ -1,0 +1,169 @@
+//! Faults. Each kind lives in its own module and returns a [`Healing`]: what undoes it.
+//! [`FaultGuard`] heals on drop, so a fault is healed even when the test panics.
+use crate::clock::mono_ns;
+use crate::observe::{Observation, Sink, Source};
+use crate::observers_stub::Observers;
+use crate::spec::FaultSpec;
+use crate::stack::{Stack, StackError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+mod container;
+
+/// Why a fault could not be injected or healed.
+#[derive(Debug, thiserror::Error)]
+pub enum FaultError {
+    /// A Docker call failed.
+    #[error("{fault}: docker {call} failed")]
+    Docker {
+        /// The fault.
+        fault: String,
+        /// The call.
+        call: String,
+        /// The cause.
+        #[source]
+        source: testcontainers::bollard::errors::Error,
+    },
+    /// The stack did not come back.
+    #[error("{fault}: the target did not come back")]
+    Stack {
+        /// The fault.
+        fault: String,
+        /// The cause.
+        #[source]
+        source: StackError,
+    },
+    /// The host lacks what this fault needs.
+    #[error("{fault} cannot run here: {why}. Fix: {fix}")]
+    Unsupported {
+        /// The fault.
+        fault: String,
+        /// What is missing.
+        why: String,
+        /// How to get it.
+        fix: String,
+    },
+    /// Anything else, with what was being done.
+    #[error("{fault}: {what}")]
+    Other {
+        /// The fault.
+        fault: String,
+        /// What went wrong.
+        what: String,
+    },
+}
+
+/// What faults act on: the stack, the observers (to follow restarted containers), the event sink.
+pub struct FaultCx {
+    /// The stack under test.
+    pub stack: Arc<Stack>,
+    /// The observers, re-pointed at a container after it restarts.
+    pub observers: Arc<Observers>,
+    /// Where runtime events go.
+    pub sink: Sink,
+}
+
+impl FaultCx {
+    /// Records a runtime event.
+    pub fn event(&self, kind: &str, container: &str, detail: &[(&str, String)]) {
+        self.event_at(mono_ns(), kind, container, detail)
+    }
+
+    /// Records a runtime event that happened at `at_ns` (CLOCK_MONOTONIC).
+    pub fn event_at(&self, at_ns: u64, kind: &str, container: &str, detail: &[(&str, String)]) {
+        let _ = self.sink.send(Observation {
+            at_ns,
+            kind: kind.to_string(),
+            source: Source::Runtime,
+            container: Some(container.to_string()),
+            detail: detail.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<BTreeMap<_, _>>(),
+        });
+    }
+
+    /// Re-points the observers at a service after it (re)started.
+    pub async fn rewatch(&self, role: &str) {
+        if let Ok(w) = self.stack.watched(role).await {
+            self.observers.watch(w).await;
+        }
+    }
+}
+
+/// What undoes an injected fault.
+pub enum Healing {
+    /// Start the container again and wait until it serves.
+    Restart {
+        /// Its role.
+        role: String,
+    },
+    /// Unpause the container.
+    Unpause {
+        /// Its role.
+        role: String,
+    },
+}
+
+/// An injected fault: what it is, how it acted, and how to heal it.
+pub struct Injected {
+    /// The mechanism that acted, for the timeline (e.g. `docker kill -s KILL`).
+    pub mechanism: String,
+    /// What undoes it.
+    pub healing: Healing,
+}
+
+/// Injects one fault.
+pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultError> {
+    match spec.kind {
+        "kill" | "stop" | "pause" => container::inject(cx, spec).await,
+        other => Err(FaultError::Unsupported {
+            fault: format!("{other} {}", spec.target),
+            why: format!("the fault kind {other} is not implemented in this version"),
+            fix: "use one of kill, stop, pause".into(),
+        }),
+    }
+}
+
+impl Healing {
+    /// Undoes the fault; bounded by `deadline` for the target to come back.
+    pub async fn heal(self, cx: &FaultCx, deadline: Duration) -> Result<(), FaultError> {
+        match self {
+            Healing::Restart { role } => container::restart(cx, &role, deadline).await,
+            Healing::Unpause { role } => container::unpause(cx, &role).await,
+        }
+    }
+}
+
+/// Heals on drop when the run did not heal explicitly (a panic in between).
+pub struct FaultGuard {
+    healing: Option<Healing>,
+    cx: Arc<FaultCx>,
+}
+
+impl FaultGuard {
+    /// Wraps a healing.
+    pub fn new(healing: Healing, cx: Arc<FaultCx>) -> Self {
+        Self { healing: Some(healing), cx }
+    }
+
+    /// Heals now.
+    pub async fn heal(mut self, deadline: Duration) -> Result<(), FaultError> {
+        match self.healing.take() {
+            Some(h) => h.heal(&self.cx, deadline).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for FaultGuard {
+    fn drop(&mut self) {
+        if let Some(h) = self.healing.take() {
+            let cx = self.cx.clone();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                // Multi-thread runtime: block this worker while healing, as testcontainers does.
+                tokio::task::block_in_place(|| {
+                    let _ = handle.block_on(h.heal(&cx, Duration::from_secs(30)));
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! One chaos test from start to verdict: stack, observers, workload, baseline, fault, recovery,
+//! verdict, body, teardown.
+use crate::clock::mono_ns;
+use crate::fault::{self, FaultCx, FaultGuard};
+use crate::journal;
+use crate::observe::{Observation, ObserverMode, Source};
+use crate::observers_stub::Observers;
+use crate::__private::Body;
+use crate::spec::{FaultSpec, Spec};
+use crate::stack::{self, Stack, StackConfig};
+use crate::timeline::{Event, FaultRecord, Hypothesis, Metrics, Phase, Timeline, percentile};
+use crate::workload::{Workload, WorkloadConfig, WorkloadKind};
+use crate::{ChaosRun, docker, image, ledger, progress, slots};
+use futures::FutureExt;
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Event kinds left out of snapshots: their presence depends on timing, not on behaviour.
+const NOISY_KINDS: &[&str] = &[
+    "tcp_state",
+    "tcp_retransmit",
+    "tcp_reset",
+    "runq_delay",
+    "block_io_latency",
+    "memory_pressure",
+    "io_throttled",
+    "cpu_throttled",
+    // When our own readiness probe sees the service back races with the workload's first success.
+    "service_ready",
+];
+
+/// Runs one chaos test; panics (failing the `#[test]`) with a message naming the cause and fix.
+pub fn run_test(spec: &'static Spec, body: Body) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("chaos")
+        .build()
+        .expect("cannot build the tokio runtime");
+    let outcome = rt.block_on(run_async(spec, body));
+    rt.shutdown_timeout(Duration::from_secs(5));
+    match outcome {
+        Ok(()) => {}
+        Err(Failure::Message(m)) => panic!("{m}"),
+        Err(Failure::Panic(p)) => std::panic::resume_unwind(p),
+    }
+}
+
+enum Failure {
+    Message(String),
+    Panic(Box<dyn std::any::Any + Send>),
+}
+
+impl<E: std::error::Error> From<E> for Failure {
+    fn from(e: E) -> Self {
+        let mut msg = e.to_string();
+        let mut src = e.source();
+        while let Some(s) = src {
+            msg.push_str(&format!("\n  caused by: {s}"));
+            src = s.source();
+        }
+        Failure::Message(msg)
+    }
+}
+
+fn observer_mode(spec: &Spec) -> Result<(ObserverMode, bool), Failure> {
+    if let Some(m) = spec.observer {
+        return Ok((ObserverMode::parse(m).unwrap_or_default(), false));
+    }
+    match ObserverMode::from_env() {
+        Ok(Some(m)) => Ok((m, true)),
+        Ok(None) => Ok((ObserverMode::Auto, false)),
+        Err(e) => Err(Failure::Message(e)),
+    }
+}
+
+fn stack_config(spec: &Spec) -> StackConfig {
+    let mut cfg = StackConfig::default();
+    for f in spec.faults {
+        if f.kind == "latency" && !cfg.behind_proxy.iter().any(|r| r == f.target) {
+            cfg.behind_proxy.push(f.target.to_string());
+        }
+    }
+    cfg
+}
+
+fn run_id(spec: &Spec) -> String {
+    let slug: String = spec
+        .fn_name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .take(24)
+        .collect();
+    format!("{}-{:x}", slug.trim_matches('-'), (mono_ns() ^ std::process::id() as u64) & 0xffffff)
+}
+
+async fn run_async(spec: &'static Spec, body: Body) -> Result<(), Failure> {
+    let (mode, mode_from_env) = observer_mode(spec)?;
+    let docker = docker::connect().await?;
+    let swept = stack::sweep(&docker).await;
+    if swept > 0 {
+        progress::line("stack", &format!("removed {swept} resources left by killed runs"));
+    }
+    let _slot = slots::acquire().await;
+    let image = image::ensure(&docker).await?;
+    let id = run_id(spec);
+    progress::line("run", &format!("{}: {}", spec.name, describe_faults(spec.faults)));
+    let stack = Arc::new(Stack::start(&docker, &image, &id, &stack_config(spec)).await?);
+
+    let result = AssertUnwindSafe(experiment(spec, stack.clone(), docker.clone(), mode)).catch_unwind().await;
+    let (timeline, acked) = match result {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            finish_stack(&stack, true).await;
+            return Err(e);
+        }
+        Err(p) => {
+            finish_stack(&stack, true).await;
+            return Err(Failure::Panic(p));
+        }
+    };
+
+    let journal_path = journal::write(spec, &timeline);
+    let budget_failure = budget_failure(spec, &timeline);
+    let run = ChaosRun { timeline, acked, stack: stack.clone() };
+    let body_result = AssertUnwindSafe(body(run.clone_for_body())).catch_unwind().await;
+    let failed = budget_failure.is_some() || body_result.is_err();
+    finish_stack(&stack, failed).await;
+    if let Some(p) = &journal_path {
+        progress::line("run", &format!("journal: {}", p.display()));
+    }
+    if let Some(msg) = budget_failure {
+        return Err(Failure::Message(msg));
+    }
+    if spec.snapshot {
+        assert_snapshot(spec, &run.timeline, if mode_from_env { Some(mode) } else { None });
+    }
+    body_result.map_err(Failure::Panic)
+}
+
+async fn finish_stack(stack: &Stack, failed: bool) {
+    if failed && std::env::var_os("CHAOS_KEEP").is_some_and(|v| v != "0") {
+        progress::line("stack", &stack.keep());
+    } else {
+        stack.teardown().await;
+    }
+}
+
+fn describe_faults(faults: &[FaultSpec]) -> String {
+    faults
+        .iter()
+        .map(|f| {
+            let after = if f.after_ms > 0 { format!(" after {} ms", f.after_ms) } else { String::new() };
+            format!("{} {}{} for {} ms", f.kind, f.target, after, f.duration_ms)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn budget_failure(spec: &Spec, tl: &Timeline) -> Option<String> {
+    let m = &tl.metrics;
+    let mut problems = Vec::new();
+    match m.time_to_recover_ms {
+        None => problems.push(format!(
+            "the steady state never returned after the fault was healed (budget {} ms)",
+            spec.recover_within_ms
+        )),
+        Some(t) if t > spec.recover_within_ms as f64 => problems.push(format!(
+            "recovery took {t:.0} ms after heal, over the budget of {} ms (recover_within)",
+            spec.recover_within_ms
+        )),
+        _ => {}
+    }
+    if !tl.lost_writes.is_empty() {
+        problems.push(format!(
+            "{} acknowledged writes are not in PostgreSQL: {:?}",
+            tl.lost_writes.len(),
+            &tl.lost_writes[..tl.lost_writes.len().min(20)]
+        ));
+    }
+    if problems.is_empty() {
+        None
+    } else {
+        Some(format!("chaos budget failed for {}:\n  - {}\n\n{}", spec.name, problems.join("\n  - "), tl.render_text()))
+    }
+}
+
+fn assert_snapshot(spec: &Spec, tl: &Timeline, forced: Option<ObserverMode>) {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(std::path::Path::new(spec.manifest_dir).join("tests/snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings.set_input_file(spec.file);
+    settings.set_description(format!("normalised timeline of {}", spec.name));
+    if let Some(m) = forced {
+        settings.set_snapshot_suffix(format!("{m:?}").to_lowercase());
+    }
+    let normalised = tl.normalised(NOISY_KINDS);
+    settings.bind(|| {
+        insta::assert_yaml_snapshot!(spec.fn_name, normalised);
+    });
+}
+
+const BASELINE_WINDOW_MS: f64 = 2000.0;
+const RECOVERY_WINDOW_MS: f64 = 1000.0;
+
+async fn experiment(
+    spec: &'static Spec,
+    stack: Arc<Stack>,
+    docker: testcontainers::bollard::Docker,
+    mode: ObserverMode,
+) -> Result<(Timeline, Vec<i64>), Failure> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Observation>();
+    let observers = Arc::new(Observers::start(mode, docker, tx.clone()).await?);
+    for role in stack.roles() {
+        if let Ok(w) = stack.watched(&role).await {
+            observers.watch(w).await;
+        }
+    }
+    let choices = observers.choices();
+    for c in &choices {
+        if c.source != Source::Bpf {
+            progress::line("observe", &format!("{}: {:?} ({})", c.signal, c.source, c.note));
+        }
+    }
+    let t0 = mono_ns();
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let now_ms = move || (mono_ns() - t0) as f64 / 1e6;
+    let wl_cfg = WorkloadConfig::default();
+    let timeout_ms = wl_cfg.request_timeout.as_secs_f64() * 1000.0;
+    let workload = Workload::start(WorkloadKind::parse(spec.workload), stack.front_url(), t0, wl_cfg).await;
+
+    // 1. Baseline: the steady state must hold for a full window before anything is broken.
+    let mut hyp = Hypothesis { window_ms: BASELINE_WINDOW_MS, min_ok_ratio: 1.0, max_p99_ms: None, min_samples: 10 };
+    let baseline_deadline = 30_000.0;
+    let baseline_start = loop {
+        let samples = workload.samples();
+        if let Some(t) = hyp.first_holding(&samples, 500.0, now_ms()) {
+            break t;
+        }
+        if now_ms() > baseline_deadline {
+            let samples = workload.stop().await.0;
+            let failed: Vec<_> = samples.iter().filter(|s| !s.ok).take(3).filter_map(|s| s.error.clone()).collect();
+            return Err(Failure::Message(format!(
+                "the stack never reached its steady state within {:.0} s before the fault: {} requests, {} failed (e.g. {:?}). \
+                 Logs of the order service:\n{}",
+                baseline_deadline / 1000.0,
+                samples.len(),
+                samples.iter().filter(|s| !s.ok).count(),
+                failed,
+                stack.logs("orders", 15).await
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let base_samples: Vec<f64> = workload
+        .samples()
+        .iter()
+        .filter(|s| s.t_ms >= baseline_start && s.t_ms < baseline_start + BASELINE_WINDOW_MS)
+        .map(|s| s.latency_ms)
+        .collect();
+    let base_p99 = percentile(base_samples.iter().copied(), 0.99);
+    hyp = Hypothesis {
+        window_ms: RECOVERY_WINDOW_MS,
+        min_ok_ratio: 1.0,
+        max_p99_ms: Some((base_p99 * 4.0).max(base_p99 + 50.0)),
+        min_samples: 5,
+    };
+
+    // 2. Faults: each injected at its offset, held, healed; a guard heals on panic.
+    let cx = Arc::new(FaultCx { stack: stack.clone(), observers: observers.clone(), sink: tx.clone() });
+    let inject_ms = now_ms();
+    progress::line("run", &format!("{}: baseline held, injecting", spec.fn_name));
+    let runs = spec.faults.iter().map(|f| {
+        let cx = cx.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(f.after_ms)).await;
+            let at = now_ms();
+            let at_ns = mono_ns();
+            let injected = fault::inject(&cx, f).await?;
+            let params: BTreeMap<String, String> = f.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            cx.event_at(at_ns, "fault_injected", f.target, &[("fault", f.kind.to_string()), ("mechanism", injected.mechanism.clone())]);
+            let guard = FaultGuard::new(injected.healing, cx.clone());
+            tokio::time::sleep(Duration::from_millis(f.duration_ms)).await;
+            let healed = now_ms();
+            cx.event("fault_healed", f.target, &[("fault", f.kind.to_string())]);
+            guard.heal(Duration::from_millis(spec.recover_within_ms.max(5_000) + 10_000)).await?;
+            Ok::<_, fault::FaultError>(FaultRecord {
+                kind: f.kind.to_string(),
+                target: f.target.to_string(),
+                mechanism: injected.mechanism,
+                injected_ms: at,
+                healed_ms: Some(healed),
+                params,
+            })
+        }
+    });
+    let records = futures::future::join_all(runs).await;
+    let mut faults = Vec::new();
+    for r in records {
+        match r {
+            Ok(rec) => faults.push(rec),
+            Err(e) => {
+                let _ = workload.stop().await;
+                return Err(e.into());
+            }
+        }
+    }
+    let heal_ms = faults.iter().filter_map(|f| f.healed_ms).fold(inject_ms, f64::max);
+    progress::line("run", &format!("{}: healed, waiting for the steady state", spec.fn_name));
+
+    // 3. Recovery: the first instant after heal from which the hypothesis holds for a full window.
+    let recovery_deadline = heal_ms + spec.recover_within_ms as f64 + RECOVERY_WINDOW_MS + timeout_ms + 2000.0;
+    let recovered = loop {
+        let samples = workload.samples();
+        // Only windows whose requests have all completed (started > one timeout ago).
+        if let Some(t) = hyp.first_holding(&samples, heal_ms, now_ms() - timeout_ms) {
+            break Some(t);
+        }
+        if now_ms() > recovery_deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let end_ms = now_ms();
+    let (samples, acked) = workload.stop().await;
+
+    // 4. Observations: stop observers (flushes histograms), collect everything.
+    drop(cx);
+    if let Ok(obs) = Arc::try_unwrap(observers) {
+        obs.stop().await;
+    }
+    drop(tx);
+    let mut events = Vec::new();
+    while let Ok(o) = rx.try_recv() {
+        events.push(Event {
+            t_ms: ((o.at_ns as i128 - t0 as i128) as f64 / 1e6 * 100.0).round() / 100.0,
+            kind: o.kind,
+            source: o.source,
+            container: o.container,
+            detail: o.detail,
+        });
+    }
+    let mut tl = Timeline {
+        name: spec.name.to_string(),
+        started_unix_ms,
+        phases: vec![
+            Phase { name: "warmup".into(), start_ms: 0.0, end_ms: baseline_start },
+            Phase { name: "baseline".into(), start_ms: baseline_start, end_ms: inject_ms },
+            Phase { name: "fault".into(), start_ms: inject_ms, end_ms: heal_ms },
+            Phase { name: "recovery".into(), start_ms: heal_ms, end_ms: recovered.unwrap_or(end_ms) },
+        ],
+        faults,
+        events,
+        samples,
+        hypothesis: hyp,
+        metrics: Metrics::default(),
+        observers: choices,
+        lost_writes: Vec::new(),
+    };
+    if let Some(r) = recovered {
+        tl.phases.push(Phase { name: "steady".into(), start_ms: r, end_ms });
+    }
+    tl.compute_metrics(inject_ms, heal_ms, recovered, spec.recover_within_ms as f64);
+    tl.metrics.acknowledged_writes = acked.len();
+    let workload_events = workload_events(&tl, inject_ms, recovered);
+    tl.events.extend(workload_events);
+    tl.events.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
+
+    // 5. Ledger: every acknowledged write must be in PostgreSQL.
+    match ledger::missing(&stack.postgres_config(), &acked).await {
+        Ok(lost) => tl.lost_writes = lost,
+        Err(e) => return Err(e.into()),
+    }
+    progress::line(
+        "run",
+        &format!(
+            "{}: recovered {} after heal, {} writes acknowledged, {} lost",
+            spec.fn_name,
+            tl.metrics.time_to_recover_ms.map(|t| format!("{t:.0} ms")).unwrap_or_else(|| "never".into()),
+            acked.len(),
+            tl.lost_writes.len()
+        ),
+    );
+    Ok((tl, acked))
+}
+
+fn workload_events(tl: &Timeline, inject_ms: f64, recovered: Option<f64>) -> Vec<Event> {
+    let mut out = Vec::new();
+    let first = tl.samples.iter().filter(|s| !s.ok && s.t_ms >= inject_ms).min_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
+    if let Some(s) = first {
+        let reason = s.error.as_deref().map(classify).unwrap_or("error");
+        out.push(Event {
+            t_ms: s.t_ms,
+            kind: "first_error".into(),
+            source: Source::Workload,
+            container: None,
+            detail: BTreeMap::from([("reason".into(), reason.to_string())]),
+        });
+    }
+    if let Some(last) = tl.samples.iter().filter(|s| !s.ok && s.t_ms >= inject_ms).max_by(|a, b| a.t_ms.total_cmp(&b.t_ms)) {
+        out.push(Event {
+            t_ms: last.t_ms,
+            kind: "last_error".into(),
+            source: Source::Workload,
+            container: None,
+            detail: BTreeMap::new(),
+        });
+    }
+    if let Some(r) = recovered {
+        out.push(Event { t_ms: r, kind: "recovered".into(), source: Source::Workload, container: None, detail: BTreeMap::new() });
+    }
+    out
+}
+
+/// A stable class of a request error, for snapshots.
+fn classify(e: &str) -> &'static str {
+    if e.starts_with("HTTP 5") {
+        "http_5xx"
+    } else if e.starts_with("HTTP") {
+        "http_other"
+    } else if e.contains("refused") {
+        "connection_refused"
+    } else if e.contains("timeout") {
+        "timeout"
+    } else if e.contains("reset") {
+        "connection_reset"
+    } else {
+        "other"
+    }
+}
