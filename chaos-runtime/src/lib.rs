@@ -31,8 +31,6 @@ pub mod image;
 pub mod journal;
 pub mod ledger;
 pub mod observe;
-#[doc(hidden)]
-pub mod observers_stub;
 pub mod progress;
 mod run;
 pub mod slots;

@@ -3,8 +3,7 @@
 use crate::clock::mono_ns;
 use crate::fault::{self, FaultCx, FaultGuard};
 use crate::journal;
-use crate::observe::{Observation, ObserverMode, Source};
-use crate::observers_stub::Observers;
+use crate::observe::{Observation, ObserverMode, Observers, Source};
 use crate::__private::Body;
 use crate::spec::{FaultSpec, Spec};
 use crate::stack::{self, Stack, StackConfig};
@@ -27,6 +26,8 @@ const NOISY_KINDS: &[&str] = &[
     "memory_pressure",
     "io_throttled",
     "cpu_throttled",
+    "cpu_pressure",
+    "io_pressure",
     // When our own readiness probe sees the service back races with the workload's first success.
     "service_ready",
 ];
@@ -159,6 +160,22 @@ fn describe_faults(faults: &[FaultSpec]) -> String {
         .join(", ")
 }
 
+/// Signals whose delivery is behaviour (a kill, a stop, a crash), not a service's own chatter
+/// (postgres signals its children with SIGUSR1/SIGALRM/SIGINT all the time).
+const FATAL_SIGNALS: &[&str] = &["9", "15", "6", "11", "19"];
+
+fn snapshot_worthy(e: &Event) -> bool {
+    if NOISY_KINDS.contains(&e.kind.as_str()) {
+        return false;
+    }
+    match e.kind.as_str() {
+        "signal" => e.detail.get("signal").is_some_and(|s| FATAL_SIGNALS.contains(&s.as_str())),
+        // Processes come and go in every service; an exit by a fatal signal is the behaviour.
+        "process_exit" => e.detail.get("signal").is_some_and(|s| FATAL_SIGNALS.contains(&s.as_str())),
+        _ => true,
+    }
+}
+
 fn budget_failure(spec: &Spec, tl: &Timeline) -> Option<String> {
     let m = &tl.metrics;
     let mut problems = Vec::new();
@@ -197,7 +214,7 @@ fn assert_snapshot(spec: &Spec, tl: &Timeline, forced: Option<ObserverMode>) {
     if let Some(m) = forced {
         settings.set_snapshot_suffix(format!("{m:?}").to_lowercase());
     }
-    let normalised = tl.normalised(NOISY_KINDS);
+    let normalised = tl.normalised(snapshot_worthy);
     settings.bind(|| {
         insta::assert_yaml_snapshot!(spec.fn_name, normalised);
     });

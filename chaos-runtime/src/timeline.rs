@@ -306,11 +306,11 @@ impl Timeline {
     /// faults and their mechanisms, per phase whether requests failed, each (kind, source,
     /// container, stable details) of event with the phase it FIRST appeared in, which source
     /// observed which signal, and the verdict. Precise numbers go to budgets instead.
-    pub fn normalised(&self, noisy_kinds: &[&str]) -> Normalised {
+    pub fn normalised(&self, keep: impl Fn(&Event) -> bool) -> Normalised {
         let mut events: BTreeMap<(usize, String, String, String, String), ()> = BTreeMap::new();
         for e in &self.events {
             let phase = self.phase_at(e.t_ms).to_string();
-            if noisy_kinds.contains(&e.kind.as_str()) || phase == WARMUP || phase == "before" {
+            if !keep(e) || phase == WARMUP || phase == "before" {
                 continue;
             }
             let idx = self.phases.iter().position(|p| p.name == phase).unwrap_or(usize::MAX);
@@ -320,7 +320,7 @@ impl Timeline {
                 .filter(|(k, _)| STABLE_DETAIL.contains(&k.as_str()))
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
-            let key_rest = (e.kind.clone(), format!("{:?}", e.source).to_lowercase(), e.container.clone().unwrap_or_default(), stable.join(" "));
+            let key_rest = (e.kind.clone(), source_name(e.source), e.container.clone().unwrap_or_default(), stable.join(" "));
             // Keep only the earliest phase per event identity.
             let exists = events.keys().any(|k| (k.1.clone(), k.2.clone(), k.3.clone(), k.4.clone()) == key_rest && k.0 <= idx);
             if !exists {
@@ -359,13 +359,18 @@ impl Timeline {
             observers: self
                 .observers
                 .iter()
-                .map(|c| (c.signal.clone(), format!("{:?}", c.source).to_lowercase()))
+                .map(|c| (c.signal.clone(), source_name(c.source)))
                 .collect(),
             recovered: self.metrics.time_to_recover_ms.is_some(),
             within_budget: self.metrics.time_to_recover_ms.is_some_and(|t| t <= self.metrics.recover_budget_ms),
             lost_writes: self.lost_writes.len(),
         }
     }
+}
+
+/// The snake_case name of a source, as serialized.
+pub fn source_name(s: Source) -> String {
+    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 /// Detail keys stable enough to be snapshotted.
@@ -500,7 +505,7 @@ mod tests {
             });
         }
         tl.compute_metrics(1000.0, 2000.0, None, 5000.0);
-        let n = tl.normalised(&[]);
+        let n = tl.normalised(|_| true);
         assert_eq!(n.events.len(), 2);
         assert!(n.events.iter().all(|e| e.phase == "fault" && e.detail.as_deref() == Some("signal=9")));
         assert!(n.phases[1].errors);

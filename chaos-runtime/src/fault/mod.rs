@@ -1,8 +1,7 @@
 //! Faults. Each kind lives in its own module and returns a [`Healing`]: what undoes it.
 //! [`FaultGuard`] heals on drop, so a fault is healed even when the test panics.
 use crate::clock::mono_ns;
-use crate::observe::{Observation, Sink, Source};
-use crate::observers_stub::Observers;
+use crate::observe::{Observation, Observers, Sink, Source};
 use crate::spec::FaultSpec;
 use crate::stack::{Stack, StackError};
 use std::collections::BTreeMap;
