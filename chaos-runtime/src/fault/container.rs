@@ -4,7 +4,8 @@ use crate::spec::FaultSpec;
 use std::time::Duration;
 use testcontainers::bollard::query_parameters::{KillContainerOptionsBuilder, StopContainerOptionsBuilder};
 
-pub(super) async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultError> {
+/// Injects kill, stop or pause.
+pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultError> {
     let svc = cx.stack.service(spec.target).expect("macro validated the target");
     let docker = cx.stack.docker();
     let err = |call: &str| {
@@ -20,7 +21,7 @@ pub(super) async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, F
                 .map_err(err("kill -s KILL"))?;
             Ok(Injected {
                 mechanism: "docker kill -s KILL".into(),
-                healing: Healing::Restart { role: spec.target.into() },
+                healing: restart_healing(spec.target),
             })
         }
         "stop" => {
@@ -28,20 +29,30 @@ pub(super) async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, F
                 .stop_container(&svc.id, Some(StopContainerOptionsBuilder::new().t(5).build()))
                 .await
                 .map_err(err("stop"))?;
-            Ok(Injected { mechanism: "docker stop".into(), healing: Healing::Restart { role: spec.target.into() } })
+            Ok(Injected { mechanism: "docker stop".into(), healing: restart_healing(spec.target) })
         }
         "pause" => {
             docker.pause_container(&svc.id).await.map_err(err("pause"))?;
             Ok(Injected {
                 mechanism: "docker pause (cgroup freezer)".into(),
-                healing: Healing::Unpause { role: spec.target.into() },
+                healing: {
+                    let role = spec.target.to_string();
+                    Healing::new(move |cx, _| async move { unpause(&cx, &role).await })
+                },
             })
         }
         other => unreachable!("container fault {other}"),
     }
 }
 
-pub(super) async fn restart(cx: &FaultCx, role: &str, deadline: Duration) -> Result<(), FaultError> {
+/// Heals a dead container: start it, re-point the observers, wait until it serves.
+pub fn restart_healing(role: &str) -> Healing {
+    let role = role.to_string();
+    Healing::new(move |cx, deadline| async move { restart(&cx, &role, deadline).await })
+}
+
+/// Starts a dead container again, re-points the observers and waits until it serves.
+pub async fn restart(cx: &FaultCx, role: &str, deadline: Duration) -> Result<(), FaultError> {
     let fault = format!("restart {role}");
     cx.stack.start_service(role).await.map_err(|source| FaultError::Stack { fault: fault.clone(), source })?;
     cx.rewatch(role).await;
@@ -51,7 +62,8 @@ pub(super) async fn restart(cx: &FaultCx, role: &str, deadline: Duration) -> Res
     Ok(())
 }
 
-pub(super) async fn unpause(cx: &FaultCx, role: &str) -> Result<(), FaultError> {
+/// Unpauses a frozen container.
+pub async fn unpause(cx: &FaultCx, role: &str) -> Result<(), FaultError> {
     let svc = cx.stack.service(role).expect("role exists");
     cx.stack.docker().unpause_container(&svc.id).await.map_err(|source| FaultError::Docker {
         fault: format!("unpause {role}"),

@@ -7,8 +7,9 @@ use crate::stack::{Stack, StackError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use futures::future::BoxFuture;
 
-mod container;
+pub mod container;
 
 /// Why a fault could not be injected or healed.
 #[derive(Debug, thiserror::Error)]
@@ -88,18 +89,23 @@ impl FaultCx {
     }
 }
 
-/// What undoes an injected fault.
-pub enum Healing {
-    /// Start the container again and wait until it serves.
-    Restart {
-        /// Its role.
-        role: String,
-    },
-    /// Unpause the container.
-    Unpause {
-        /// Its role.
-        role: String,
-    },
+/// What undoes an injected fault: a boxed async closure each fault module builds.
+pub struct Healing(Box<dyn FnOnce(Arc<FaultCx>, Duration) -> BoxFuture<'static, Result<(), FaultError>> + Send>);
+
+impl Healing {
+    /// Wraps the undo step. `deadline` bounds how long the target may take to come back.
+    pub fn new<F, Fut>(f: F) -> Self
+    where
+        F: FnOnce(Arc<FaultCx>, Duration) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), FaultError>> + Send + 'static,
+    {
+        Healing(Box::new(move |cx, d| Box::pin(f(cx, d))))
+    }
+
+    /// Undoes the fault.
+    pub async fn heal(self, cx: Arc<FaultCx>, deadline: Duration) -> Result<(), FaultError> {
+        (self.0)(cx, deadline).await
+    }
 }
 
 /// An injected fault: what it is, how it acted, and how to heal it.
@@ -110,8 +116,8 @@ pub struct Injected {
     pub healing: Healing,
 }
 
-/// Injects one fault.
-pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultError> {
+/// Injects one fault. Each kind lives in its own module with an `inject(cx, spec)`.
+pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, FaultError> {
     match spec.kind {
         "kill" | "stop" | "pause" => container::inject(cx, spec).await,
         other => Err(FaultError::Unsupported {
@@ -119,16 +125,6 @@ pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultErr
             why: format!("the fault kind {other} is not implemented in this version"),
             fix: "use one of kill, stop, pause".into(),
         }),
-    }
-}
-
-impl Healing {
-    /// Undoes the fault; bounded by `deadline` for the target to come back.
-    pub async fn heal(self, cx: &FaultCx, deadline: Duration) -> Result<(), FaultError> {
-        match self {
-            Healing::Restart { role } => container::restart(cx, &role, deadline).await,
-            Healing::Unpause { role } => container::unpause(cx, &role).await,
-        }
     }
 }
 
@@ -147,7 +143,7 @@ impl FaultGuard {
     /// Heals now.
     pub async fn heal(mut self, deadline: Duration) -> Result<(), FaultError> {
         match self.healing.take() {
-            Some(h) => h.heal(&self.cx, deadline).await,
+            Some(h) => h.heal(self.cx.clone(), deadline).await,
             None => Ok(()),
         }
     }
@@ -160,7 +156,7 @@ impl Drop for FaultGuard {
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 // Multi-thread runtime: block this worker while healing, as testcontainers does.
                 tokio::task::block_in_place(|| {
-                    let _ = handle.block_on(h.heal(&cx, Duration::from_secs(30)));
+                    let _ = handle.block_on(h.heal(cx, Duration::from_secs(30)));
                 });
             }
         }
