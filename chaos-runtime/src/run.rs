@@ -379,7 +379,15 @@ async fn experiment(
         metrics: Metrics::default(),
         observers: choices,
         lost_writes: Vec::new(),
+        attachments: BTreeMap::new(),
     };
+    // The faulted services' own logs go with the run.
+    for f in spec.faults {
+        let name = format!("{}.log", f.target);
+        if !tl.attachments.contains_key(&name) {
+            tl.attachments.insert(name, stack.logs(f.target, 200).await);
+        }
+    }
     if let Some(r) = recovered {
         tl.phases.push(Phase { name: "steady".into(), start_ms: r, end_ms });
     }

@@ -199,6 +199,9 @@ pub struct Timeline {
     pub observers: Vec<SignalChoice>,
     /// Acknowledged writes that could not be read back.
     pub lost_writes: Vec<i64>,
+    /// Logs and other text attached to the run (e.g. `nginx.log`: the faulted service's own log).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attachments: BTreeMap<String, String>,
 }
 
 impl Timeline {
@@ -494,6 +497,7 @@ mod tests {
             metrics: Metrics::default(),
             observers: vec![],
             lost_writes: vec![],
+            attachments: BTreeMap::new(),
         };
         for (t, src) in [(1500.0, Source::Bpf), (1200.0, Source::Bpf), (1800.0, Source::DockerEvents)] {
             tl.events.push(Event {
