@@ -9,33 +9,67 @@ use chaos_runtime::{ChaosRun, chaos_test};
 // service is back 1.2 s after the restart was issued (5 runs: 1.1-1.3 s). The budget of 5 s
 // leaves room for a loaded CI machine while still catching a service that needs a restart of
 // its own, or one whose pool keeps handing out dead connections (that takes > 10 s to clear).
-#[chaos_test(fault = "kill", target = "postgres", duration = "2s", recover_within = "5s")]
+#[chaos_test(
+    fault = "kill",
+    target = "postgres",
+    duration = "2s",
+    recover_within = "5s"
+)]
 async fn orders_survive_postgres_sudden_death(run: ChaosRun) {
     // The kill really happened, and was seen: the container died by signal 9.
     let deaths = run.events("container_die");
     assert!(
-        deaths.iter().any(|e| e.container.as_deref() == Some("postgres")
-            && e.detail.get("signal").map(String::as_str) == Some("9")),
+        deaths
+            .iter()
+            .any(|e| e.container.as_deref() == Some("postgres")
+                && e.detail.get("signal").map(String::as_str) == Some("9")),
         "no death of postgres by SIGKILL in the timeline:\n{}",
         run.timeline().render_text()
     );
     // Requests failed while it was dead, and failed fast (the service's 1 s DB timeout, not a hang).
     let fault = run.metrics().phase("fault").expect("a fault phase");
-    assert!(fault.failed > 0, "killing PostgreSQL caused no failed request");
-    assert!(fault.p99_ms < 1_500.0, "requests hung while PostgreSQL was dead: p99 {} ms", fault.p99_ms);
+    assert!(
+        fault.failed > 0,
+        "killing PostgreSQL caused no failed request"
+    );
+    assert!(
+        fault.p99_ms < 1_500.0,
+        "requests hung while PostgreSQL was dead: p99 {} ms",
+        fault.p99_ms
+    );
     // Every acknowledged order is in PostgreSQL after recovery.
-    assert!(run.lost_writes().is_empty(), "lost acknowledged orders: {:?}", run.lost_writes());
+    assert!(
+        run.lost_writes().is_empty(),
+        "lost acknowledged orders: {:?}",
+        run.lost_writes()
+    );
     assert!(!run.acknowledged_writes().is_empty());
 }
 
 // The ledger check is real: an order removed behind the ledger's back is reported as lost.
-#[chaos_test(fault = "kill", target = "postgres", duration = "1s", recover_within = "5s", snapshot = false)]
+#[chaos_test(
+    fault = "kill",
+    target = "postgres",
+    duration = "1s",
+    recover_within = "5s",
+    snapshot = false
+)]
 async fn ledger_reports_an_acknowledged_order_removed_behind_its_back(run: ChaosRun) {
     assert!(run.recheck_ledger().await.expect("ledger check").is_empty());
     let victim = run.acknowledged_writes()[run.acknowledged_writes().len() / 2];
-    let db = run.postgres().await.expect("connect to the stack's PostgreSQL");
-    let removed = db.execute("DELETE FROM orders WHERE id = $1", &[&victim]).await.expect("delete");
+    let db = run
+        .postgres()
+        .await
+        .expect("connect to the stack's PostgreSQL");
+    let removed = db
+        .execute("DELETE FROM orders WHERE id = $1", &[&victim])
+        .await
+        .expect("delete");
     assert_eq!(removed, 1);
     let lost = run.recheck_ledger().await.expect("ledger check");
-    assert_eq!(lost, vec![victim], "the ledger did not report the removed order");
+    assert_eq!(
+        lost,
+        vec![victim],
+        "the ledger did not report the removed order"
+    );
 }

@@ -25,7 +25,10 @@ pub fn endpoint() -> String {
 
 /// Connects and pings within 5 s: a missing daemon is reported in seconds, never a hang.
 pub async fn connect() -> Result<Docker, DockerError> {
-    let unreachable = |why: String| DockerError::Unreachable { endpoint: endpoint(), why };
+    let unreachable = |why: String| DockerError::Unreachable {
+        endpoint: endpoint(),
+        why,
+    };
     let docker = Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
     match tokio::time::timeout(Duration::from_secs(5), docker.ping()).await {
         Ok(Ok(_)) => {}

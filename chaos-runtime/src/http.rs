@@ -37,11 +37,18 @@ pub async fn request(
     if body.is_some() {
         req = req.header("content-type", "application/json");
     }
-    let req = req.body(Full::new(body.unwrap_or_default())).map_err(|e| e.to_string())?;
+    let req = req
+        .body(Full::new(body.unwrap_or_default()))
+        .map_err(|e| e.to_string())?;
     let fut = async {
         let resp = client.request(req).await.map_err(describe)?;
         let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
         Ok((status, body))
     };
     match tokio::time::timeout(timeout, fut).await {

@@ -33,7 +33,9 @@ pub enum ImageError {
         fix: String,
     },
     /// The build ran and failed.
-    #[error("building the image {tag} failed (exit {code:?}); its last output:\n{tail}\nFix the cause above, then rerun; the build restarts from scratch")]
+    #[error(
+        "building the image {tag} failed (exit {code:?}); its last output:\n{tail}\nFix the cause above, then rerun; the build restarts from scratch"
+    )]
     BuildFailed {
         /// The tag that was to be built.
         tag: String,
@@ -79,11 +81,17 @@ pub async fn ensure(docker: &Docker) -> Result<String, ImageError> {
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|source| ImageError::Io { call: format!("open {}", lock_path.display()), source })?;
+        .map_err(|source| ImageError::Io {
+            call: format!("open {}", lock_path.display()),
+            source,
+        })?;
     let lock = tokio::task::spawn_blocking(move || {
         use fs2::FileExt;
         if lock.try_lock_exclusive().is_err() {
-            progress::line("image", "another test is building the image; waiting for it");
+            progress::line(
+                "image",
+                "another test is building the image; waiting for it",
+            );
             lock.lock_exclusive().map(|_| lock)
         } else {
             Ok(lock)
@@ -91,14 +99,19 @@ pub async fn ensure(docker: &Docker) -> Result<String, ImageError> {
     })
     .await
     .expect("lock task panicked")
-    .map_err(|source| ImageError::Io { call: format!("flock {}", lock_path.display()), source })?;
+    .map_err(|source| ImageError::Io {
+        call: format!("flock {}", lock_path.display()),
+        source,
+    })?;
     // Whoever held the lock before us may have built it.
     if docker.inspect_image(&tag).await.is_ok() {
         drop(lock);
         return Ok(tag);
     }
     let t2 = tag.clone();
-    let result = tokio::task::spawn_blocking(move || build(&t2)).await.expect("build task panicked");
+    let result = tokio::task::spawn_blocking(move || build(&t2))
+        .await
+        .expect("build task panicked");
     drop(lock);
     result.map(|_| tag)
 }
@@ -116,7 +129,10 @@ fn preflight(tag: &str) -> Result<(), ImageError> {
             "run the suite as root, or build the image once as root: `sudo cargo test`",
         ));
     }
-    for (tool, pkg) in [("debootstrap", "debootstrap"), ("docker", "docker.io (the docker CLI)")] {
+    for (tool, pkg) in [
+        ("debootstrap", "debootstrap"),
+        ("docker", "docker.io (the docker CLI)"),
+    ] {
         if which(tool).is_none() {
             return Err(missing(tool, &format!("apt-get install -y {pkg}")));
         }
@@ -142,10 +158,14 @@ fn build(tag: &str) -> Result<(), ImageError> {
     std::fs::write(dir.join("packages"), PACKAGES).map_err(io("write packages".into()))?;
     for (path, content) in ROOTFS {
         let f = dir.join("rootfs").join(path);
-        std::fs::create_dir_all(f.parent().unwrap()).map_err(io(format!("mkdir {}", f.display())))?;
+        std::fs::create_dir_all(f.parent().unwrap())
+            .map_err(io(format!("mkdir {}", f.display())))?;
         std::fs::write(&f, content).map_err(io(format!("write {}", f.display())))?;
     }
-    progress::line("image", &format!("building {tag} from Debian packages (first use only, ~1 min)"));
+    progress::line(
+        "image",
+        &format!("building {tag} from Debian packages (first use only, ~1 min)"),
+    );
     let started = Instant::now();
     let mut child = Command::new("sh")
         .arg(dir.join("build.sh"))
@@ -156,10 +176,16 @@ fn build(tag: &str) -> Result<(), ImageError> {
         .map_err(io("spawn sh build.sh".into()))?;
     let stderr = child.stderr.take().unwrap();
     let err_reader = std::thread::spawn(move || {
-        BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>()
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
     });
     let mut out_lines = Vec::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok) {
+    for line in BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
         progress::line(
             "image",
             &format!("[{:>4.0}s] {line}", started.elapsed().as_secs_f64()),
@@ -170,10 +196,23 @@ fn build(tag: &str) -> Result<(), ImageError> {
     let err_lines = err_reader.join().unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
     if !status.success() {
-        let tail: Vec<_> = out_lines.iter().chain(err_lines.iter()).rev().take(25).cloned().collect();
+        let tail: Vec<_> = out_lines
+            .iter()
+            .chain(err_lines.iter())
+            .rev()
+            .take(25)
+            .cloned()
+            .collect();
         let tail: Vec<_> = tail.into_iter().rev().collect();
-        return Err(ImageError::BuildFailed { tag: tag.into(), code: status.code(), tail: tail.join("\n") });
+        return Err(ImageError::BuildFailed {
+            tag: tag.into(),
+            code: status.code(),
+            tail: tail.join("\n"),
+        });
     }
-    progress::line("image", &format!("built {tag} in {:.0} s", started.elapsed().as_secs_f64()));
+    progress::line(
+        "image",
+        &format!("built {tag} in {:.0} s", started.elapsed().as_secs_f64()),
+    );
     Ok(())
 }

@@ -45,9 +45,17 @@ pub fn chaos_dir() -> PathBuf {
 /// Writes the journal; returns its path (None when it could not be written, which is reported).
 pub fn write(spec: &Spec, tl: &Timeline) -> Option<PathBuf> {
     let dir = chaos_dir().join("runs");
-    let suffix = std::env::var("CHAOS_OBSERVER").ok().filter(|_| spec.observer.is_none()).map(|m| format!(".{m}")).unwrap_or_default();
+    let suffix = std::env::var("CHAOS_OBSERVER")
+        .ok()
+        .filter(|_| spec.observer.is_none())
+        .map(|m| format!(".{m}"))
+        .unwrap_or_default();
     let path = dir.join(format!("{}{suffix}.json", spec.fn_name));
-    let passed = tl.metrics.time_to_recover_ms.is_some_and(|t| t <= spec.recover_within_ms as f64) && tl.lost_writes.is_empty();
+    let passed = tl
+        .metrics
+        .time_to_recover_ms
+        .is_some_and(|t| t <= spec.recover_within_ms as f64)
+        && tl.lost_writes.is_empty();
     let journal = Journal {
         schema_version: SCHEMA_VERSION,
         test: spec.name.to_string(),
@@ -55,7 +63,12 @@ pub fn write(spec: &Spec, tl: &Timeline) -> Option<PathBuf> {
         declared: spec
             .faults
             .iter()
-            .map(|f| format!("{} {} after {} ms for {} ms", f.kind, f.target, f.after_ms, f.duration_ms))
+            .map(|f| {
+                format!(
+                    "{} {} after {} ms for {} ms",
+                    f.kind, f.target, f.after_ms, f.duration_ms
+                )
+            })
             .collect(),
         recover_within_ms: spec.recover_within_ms,
         passed,
@@ -63,12 +76,18 @@ pub fn write(spec: &Spec, tl: &Timeline) -> Option<PathBuf> {
     };
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all(&dir)?;
-        std::fs::write(&path, serde_json::to_vec_pretty(&journal).map_err(std::io::Error::other)?)
+        std::fs::write(
+            &path,
+            serde_json::to_vec_pretty(&journal).map_err(std::io::Error::other)?,
+        )
     };
     match write() {
         Ok(()) => Some(path),
         Err(e) => {
-            crate::progress::line("run", &format!("could not write the journal {}: {e}", path.display()));
+            crate::progress::line(
+                "run",
+                &format!("could not write the journal {}: {e}", path.display()),
+            );
             None
         }
     }

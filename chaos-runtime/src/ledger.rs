@@ -24,19 +24,32 @@ pub async fn missing(pg_config: &str, acked: &[i64]) -> Result<Vec<i64>, LedgerE
     let check = async {
         let (client, conn) = tokio_postgres::connect(pg_config, tokio_postgres::NoTls)
             .await
-            .map_err(|source| LedgerError::Postgres { what: "connect", source })?;
+            .map_err(|source| LedgerError::Postgres {
+                what: "connect",
+                source,
+            })?;
         let task = tokio::spawn(conn);
         let rows = client
             .query("SELECT id FROM orders WHERE id = ANY($1)", &[&acked])
             .await
-            .map_err(|source| LedgerError::Postgres { what: "select acknowledged ids", source });
+            .map_err(|source| LedgerError::Postgres {
+                what: "select acknowledged ids",
+                source,
+            });
         drop(client);
         task.abort();
-        let found: std::collections::HashSet<i64> = rows?.iter().map(|r| r.get::<_, i64>(0)).collect();
-        let mut lost: Vec<i64> = acked.iter().copied().filter(|id| !found.contains(id)).collect();
+        let found: std::collections::HashSet<i64> =
+            rows?.iter().map(|r| r.get::<_, i64>(0)).collect();
+        let mut lost: Vec<i64> = acked
+            .iter()
+            .copied()
+            .filter(|id| !found.contains(id))
+            .collect();
         lost.sort_unstable();
         lost.dedup();
         Ok(lost)
     };
-    tokio::time::timeout(timeout, check).await.map_err(|_| LedgerError::Timeout(timeout))?
+    tokio::time::timeout(timeout, check)
+        .await
+        .map_err(|_| LedgerError::Timeout(timeout))?
 }

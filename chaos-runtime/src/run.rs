@@ -1,10 +1,10 @@
 //! One chaos test from start to verdict: stack, observers, workload, baseline, fault, recovery,
 //! verdict, body, teardown.
+use crate::__private::Body;
 use crate::clock::mono_ns;
 use crate::fault::{self, FaultCx, FaultGuard};
 use crate::journal;
 use crate::observe::{Observation, ObserverMode, Observers, Source};
-use crate::__private::Body;
 use crate::spec::{FaultSpec, Spec};
 use crate::stack::{self, Stack, StackConfig};
 use crate::timeline::{Event, FaultRecord, Hypothesis, Metrics, Phase, Timeline, percentile};
@@ -91,10 +91,20 @@ fn run_id(spec: &Spec) -> String {
     let slug: String = spec
         .fn_name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .take(24)
         .collect();
-    format!("{}-{:x}", slug.trim_matches('-'), (mono_ns() ^ std::process::id() as u64) & 0xffffff)
+    format!(
+        "{}-{:x}",
+        slug.trim_matches('-'),
+        (mono_ns() ^ std::process::id() as u64) & 0xffffff
+    )
 }
 
 async fn run_async(spec: &'static Spec, body: Body) -> Result<(), Failure> {
@@ -102,15 +112,23 @@ async fn run_async(spec: &'static Spec, body: Body) -> Result<(), Failure> {
     let docker = docker::connect().await?;
     let swept = stack::sweep(&docker).await;
     if swept > 0 {
-        progress::line("stack", &format!("removed {swept} resources left by killed runs"));
+        progress::line(
+            "stack",
+            &format!("removed {swept} resources left by killed runs"),
+        );
     }
     let _slot = slots::acquire().await;
     let image = image::ensure(&docker).await?;
     let id = run_id(spec);
-    progress::line("run", &format!("{}: {}", spec.name, describe_faults(spec.faults)));
+    progress::line(
+        "run",
+        &format!("{}: {}", spec.name, describe_faults(spec.faults)),
+    );
     let stack = Arc::new(Stack::start(&docker, &image, &id, &stack_config(spec)).await?);
 
-    let result = AssertUnwindSafe(experiment(spec, stack.clone(), docker.clone(), mode)).catch_unwind().await;
+    let result = AssertUnwindSafe(experiment(spec, stack.clone(), docker.clone(), mode))
+        .catch_unwind()
+        .await;
     let (timeline, acked) = match result {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => {
@@ -125,8 +143,14 @@ async fn run_async(spec: &'static Spec, body: Body) -> Result<(), Failure> {
 
     let journal_path = journal::write(spec, &timeline);
     let budget_failure = budget_failure(spec, &timeline);
-    let run = ChaosRun { timeline, acked, stack: stack.clone() };
-    let body_result = AssertUnwindSafe(body(run.clone_for_body())).catch_unwind().await;
+    let run = ChaosRun {
+        timeline,
+        acked,
+        stack: stack.clone(),
+    };
+    let body_result = AssertUnwindSafe(body(run.clone_for_body()))
+        .catch_unwind()
+        .await;
     let failed = budget_failure.is_some() || body_result.is_err();
     finish_stack(&stack, failed).await;
     if let Some(p) = &journal_path {
@@ -136,7 +160,11 @@ async fn run_async(spec: &'static Spec, body: Body) -> Result<(), Failure> {
         return Err(Failure::Message(msg));
     }
     if spec.snapshot {
-        assert_snapshot(spec, &run.timeline, if mode_from_env { Some(mode) } else { None });
+        assert_snapshot(
+            spec,
+            &run.timeline,
+            if mode_from_env { Some(mode) } else { None },
+        );
     }
     body_result.map_err(Failure::Panic)
 }
@@ -153,7 +181,11 @@ fn describe_faults(faults: &[FaultSpec]) -> String {
     faults
         .iter()
         .map(|f| {
-            let after = if f.after_ms > 0 { format!(" after {} ms", f.after_ms) } else { String::new() };
+            let after = if f.after_ms > 0 {
+                format!(" after {} ms", f.after_ms)
+            } else {
+                String::new()
+            };
             format!("{} {}{} for {} ms", f.kind, f.target, after, f.duration_ms)
         })
         .collect::<Vec<_>>()
@@ -169,9 +201,15 @@ fn snapshot_worthy(e: &Event) -> bool {
         return false;
     }
     match e.kind.as_str() {
-        "signal" => e.detail.get("signal").is_some_and(|s| FATAL_SIGNALS.contains(&s.as_str())),
+        "signal" => e
+            .detail
+            .get("signal")
+            .is_some_and(|s| FATAL_SIGNALS.contains(&s.as_str())),
         // Processes come and go in every service; an exit by a fatal signal is the behaviour.
-        "process_exit" => e.detail.get("signal").is_some_and(|s| FATAL_SIGNALS.contains(&s.as_str())),
+        "process_exit" => e
+            .detail
+            .get("signal")
+            .is_some_and(|s| FATAL_SIGNALS.contains(&s.as_str())),
         _ => true,
     }
 }
@@ -200,7 +238,12 @@ fn budget_failure(spec: &Spec, tl: &Timeline) -> Option<String> {
     if problems.is_empty() {
         None
     } else {
-        Some(format!("chaos budget failed for {}:\n  - {}\n\n{}", spec.name, problems.join("\n  - "), tl.render_text()))
+        Some(format!(
+            "chaos budget failed for {}:\n  - {}\n\n{}",
+            spec.name,
+            problems.join("\n  - "),
+            tl.render_text()
+        ))
     }
 }
 
@@ -239,7 +282,10 @@ async fn experiment(
     let choices = observers.choices();
     for c in &choices {
         if c.source != Source::Bpf {
-            progress::line("observe", &format!("{}: {:?} ({})", c.signal, c.source, c.note));
+            progress::line(
+                "observe",
+                &format!("{}: {:?} ({})", c.signal, c.source, c.note),
+            );
         }
     }
     let t0 = mono_ns();
@@ -250,10 +296,21 @@ async fn experiment(
     let now_ms = move || (mono_ns() - t0) as f64 / 1e6;
     let wl_cfg = WorkloadConfig::default();
     let timeout_ms = wl_cfg.request_timeout.as_secs_f64() * 1000.0;
-    let workload = Workload::start(WorkloadKind::parse(spec.workload), stack.front_url(), t0, wl_cfg).await;
+    let workload = Workload::start(
+        WorkloadKind::parse(spec.workload),
+        stack.front_url(),
+        t0,
+        wl_cfg,
+    )
+    .await;
 
     // 1. Baseline: the steady state must hold for a full window before anything is broken.
-    let mut hyp = Hypothesis { window_ms: BASELINE_WINDOW_MS, min_ok_ratio: 1.0, max_p99_ms: None, min_samples: 10 };
+    let mut hyp = Hypothesis {
+        window_ms: BASELINE_WINDOW_MS,
+        min_ok_ratio: 1.0,
+        max_p99_ms: None,
+        min_samples: 10,
+    };
     let baseline_deadline = 30_000.0;
     let baseline_start = loop {
         let samples = workload.samples();
@@ -262,7 +319,12 @@ async fn experiment(
         }
         if now_ms() > baseline_deadline {
             let samples = workload.stop().await.0;
-            let failed: Vec<_> = samples.iter().filter(|s| !s.ok).take(3).filter_map(|s| s.error.clone()).collect();
+            let failed: Vec<_> = samples
+                .iter()
+                .filter(|s| !s.ok)
+                .take(3)
+                .filter_map(|s| s.error.clone())
+                .collect();
             return Err(Failure::Message(format!(
                 "the stack never reached its steady state within {:.0} s before the fault: {} requests, {} failed (e.g. {:?}). \
                  Logs of the order service:\n{}",
@@ -290,9 +352,16 @@ async fn experiment(
     };
 
     // 2. Faults: each injected at its offset, held, healed; a guard heals on panic.
-    let cx = Arc::new(FaultCx { stack: stack.clone(), observers: observers.clone(), sink: tx.clone() });
+    let cx = Arc::new(FaultCx {
+        stack: stack.clone(),
+        observers: observers.clone(),
+        sink: tx.clone(),
+    });
     let inject_ms = now_ms();
-    progress::line("run", &format!("{}: baseline held, injecting", spec.fn_name));
+    progress::line(
+        "run",
+        &format!("{}: baseline held, injecting", spec.fn_name),
+    );
     let runs = spec.faults.iter().map(|f| {
         let cx = cx.clone();
         async move {
@@ -300,13 +369,29 @@ async fn experiment(
             let at = now_ms();
             let at_ns = mono_ns();
             let injected = fault::inject(&cx, f).await?;
-            let params: BTreeMap<String, String> = f.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            cx.event_at(at_ns, "fault_injected", f.target, &[("fault", f.kind.to_string()), ("mechanism", injected.mechanism.clone())]);
+            let params: BTreeMap<String, String> = f
+                .params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            cx.event_at(
+                at_ns,
+                "fault_injected",
+                f.target,
+                &[
+                    ("fault", f.kind.to_string()),
+                    ("mechanism", injected.mechanism.clone()),
+                ],
+            );
             let guard = FaultGuard::new(injected.healing, cx.clone());
             tokio::time::sleep(Duration::from_millis(f.duration_ms)).await;
             let healed = now_ms();
             cx.event("fault_healed", f.target, &[("fault", f.kind.to_string())]);
-            guard.heal(Duration::from_millis(spec.recover_within_ms.max(5_000) + 10_000)).await?;
+            guard
+                .heal(Duration::from_millis(
+                    spec.recover_within_ms.max(5_000) + 10_000,
+                ))
+                .await?;
             Ok::<_, fault::FaultError>(FaultRecord {
                 kind: f.kind.to_string(),
                 target: f.target.to_string(),
@@ -328,11 +413,18 @@ async fn experiment(
             }
         }
     }
-    let heal_ms = faults.iter().filter_map(|f| f.healed_ms).fold(inject_ms, f64::max);
-    progress::line("run", &format!("{}: healed, waiting for the steady state", spec.fn_name));
+    let heal_ms = faults
+        .iter()
+        .filter_map(|f| f.healed_ms)
+        .fold(inject_ms, f64::max);
+    progress::line(
+        "run",
+        &format!("{}: healed, waiting for the steady state", spec.fn_name),
+    );
 
     // 3. Recovery: the first instant after heal from which the hypothesis holds for a full window.
-    let recovery_deadline = heal_ms + spec.recover_within_ms as f64 + RECOVERY_WINDOW_MS + timeout_ms + 2000.0;
+    let recovery_deadline =
+        heal_ms + spec.recover_within_ms as f64 + RECOVERY_WINDOW_MS + timeout_ms + 2000.0;
     let recovered = loop {
         let samples = workload.samples();
         // Only windows whose requests have all completed (started > one timeout ago).
@@ -367,10 +459,26 @@ async fn experiment(
         name: spec.name.to_string(),
         started_unix_ms,
         phases: vec![
-            Phase { name: "warmup".into(), start_ms: 0.0, end_ms: baseline_start },
-            Phase { name: "baseline".into(), start_ms: baseline_start, end_ms: inject_ms },
-            Phase { name: "fault".into(), start_ms: inject_ms, end_ms: heal_ms },
-            Phase { name: "recovery".into(), start_ms: heal_ms, end_ms: recovered.unwrap_or(end_ms) },
+            Phase {
+                name: "warmup".into(),
+                start_ms: 0.0,
+                end_ms: baseline_start,
+            },
+            Phase {
+                name: "baseline".into(),
+                start_ms: baseline_start,
+                end_ms: inject_ms,
+            },
+            Phase {
+                name: "fault".into(),
+                start_ms: inject_ms,
+                end_ms: heal_ms,
+            },
+            Phase {
+                name: "recovery".into(),
+                start_ms: heal_ms,
+                end_ms: recovered.unwrap_or(end_ms),
+            },
         ],
         faults,
         events,
@@ -384,12 +492,16 @@ async fn experiment(
     // The faulted services' own logs go with the run.
     for f in spec.faults {
         let name = format!("{}.log", f.target);
-        if !tl.attachments.contains_key(&name) {
-            tl.attachments.insert(name, stack.logs(f.target, 200).await);
+        if let std::collections::btree_map::Entry::Vacant(slot) = tl.attachments.entry(name) {
+            slot.insert(stack.logs(f.target, 200).await);
         }
     }
     if let Some(r) = recovered {
-        tl.phases.push(Phase { name: "steady".into(), start_ms: r, end_ms });
+        tl.phases.push(Phase {
+            name: "steady".into(),
+            start_ms: r,
+            end_ms,
+        });
     }
     tl.compute_metrics(inject_ms, heal_ms, recovered, spec.recover_within_ms as f64);
     tl.metrics.acknowledged_writes = acked.len();
@@ -407,7 +519,10 @@ async fn experiment(
         &format!(
             "{}: recovered {} after heal, {} writes acknowledged, {} lost",
             spec.fn_name,
-            tl.metrics.time_to_recover_ms.map(|t| format!("{t:.0} ms")).unwrap_or_else(|| "never".into()),
+            tl.metrics
+                .time_to_recover_ms
+                .map(|t| format!("{t:.0} ms"))
+                .unwrap_or_else(|| "never".into()),
             acked.len(),
             tl.lost_writes.len()
         ),
@@ -417,7 +532,11 @@ async fn experiment(
 
 fn workload_events(tl: &Timeline, inject_ms: f64, recovered: Option<f64>) -> Vec<Event> {
     let mut out = Vec::new();
-    let first = tl.samples.iter().filter(|s| !s.ok && s.t_ms >= inject_ms).min_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
+    let first = tl
+        .samples
+        .iter()
+        .filter(|s| !s.ok && s.t_ms >= inject_ms)
+        .min_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
     if let Some(s) = first {
         let reason = s.error.as_deref().map(classify).unwrap_or("error");
         out.push(Event {
@@ -428,7 +547,12 @@ fn workload_events(tl: &Timeline, inject_ms: f64, recovered: Option<f64>) -> Vec
             detail: BTreeMap::from([("reason".into(), reason.to_string())]),
         });
     }
-    if let Some(last) = tl.samples.iter().filter(|s| !s.ok && s.t_ms >= inject_ms).max_by(|a, b| a.t_ms.total_cmp(&b.t_ms)) {
+    if let Some(last) = tl
+        .samples
+        .iter()
+        .filter(|s| !s.ok && s.t_ms >= inject_ms)
+        .max_by(|a, b| a.t_ms.total_cmp(&b.t_ms))
+    {
         out.push(Event {
             t_ms: last.t_ms,
             kind: "last_error".into(),
@@ -438,7 +562,13 @@ fn workload_events(tl: &Timeline, inject_ms: f64, recovered: Option<f64>) -> Vec
         });
     }
     if let Some(r) = recovered {
-        out.push(Event { t_ms: r, kind: "recovered".into(), source: Source::Workload, container: None, detail: BTreeMap::new() });
+        out.push(Event {
+            t_ms: r,
+            kind: "recovered".into(),
+            source: Source::Workload,
+            container: None,
+            detail: BTreeMap::new(),
+        });
     }
     out
 }

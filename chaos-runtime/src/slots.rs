@@ -18,7 +18,13 @@ pub fn count() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|n: &usize| *n > 0)
-        .unwrap_or_else(|| (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) / 2).max(1))
+        .unwrap_or_else(|| {
+            (std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                / 2)
+            .max(1)
+        })
 }
 
 /// Waits for a free slot.
@@ -29,14 +35,23 @@ pub async fn acquire() -> Slot {
     loop {
         for i in 0..n {
             let path = std::env::temp_dir().join(format!("chaos-slot-{i}.lock"));
-            if let Ok(f) = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path) {
-                if f.try_lock_exclusive().is_ok() {
-                    return Slot { _file: f };
-                }
+            if let Ok(f) = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                && f.try_lock_exclusive().is_ok()
+            {
+                return Slot { _file: f };
             }
         }
         if !announced {
-            progress::line("slots", &format!("all {n} slots busy (CHAOS_JOBS={n}); waiting for a running experiment to finish"));
+            progress::line(
+                "slots",
+                &format!(
+                    "all {n} slots busy (CHAOS_JOBS={n}); waiting for a running experiment to finish"
+                ),
+            );
             announced = true;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

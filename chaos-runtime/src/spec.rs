@@ -60,8 +60,8 @@ pub const FAULT_KINDS: &[&str] = &[
     "latency",           // fault proxy in front of the target adds latency/jitter
     "memory_oom",        // lower the memory limit and push the target past it
     "cpu_throttle",      // CFS quota / cpu.max on the target
-    "disk_io",           // blkio / io.max throttle of the target's writes (I/O hog where it cannot apply)
-    "pool_exhaustion",   // a client holds every PostgreSQL connection
+    "disk_io", // blkio / io.max throttle of the target's writes (I/O hog where it cannot apply)
+    "pool_exhaustion", // a client holds every PostgreSQL connection
 ];
 
 /// Roles of the bundled trading stack a fault can target.

@@ -211,7 +211,11 @@ impl Timeline {
             .iter()
             .find(|p| t_ms >= p.start_ms && t_ms < p.end_ms)
             .map(|p| p.name.as_str())
-            .unwrap_or(if self.phases.first().is_some_and(|p| t_ms < p.start_ms) { "before" } else { "after" })
+            .unwrap_or(if self.phases.first().is_some_and(|p| t_ms < p.start_ms) {
+                "before"
+            } else {
+                "after"
+            })
     }
 
     /// Events of one kind.
@@ -220,11 +224,20 @@ impl Timeline {
     }
 
     /// Computes per-phase statistics and the error metrics from the samples.
-    pub fn compute_metrics(&mut self, inject_ms: f64, heal_ms: f64, recovered_ms: Option<f64>, budget_ms: f64) {
+    pub fn compute_metrics(
+        &mut self,
+        inject_ms: f64,
+        heal_ms: f64,
+        recovered_ms: Option<f64>,
+        budget_ms: f64,
+    ) {
         let mut phases = Vec::new();
         for p in &self.phases {
-            let in_phase: Vec<&Sample> =
-                self.samples.iter().filter(|s| s.t_ms >= p.start_ms && s.t_ms < p.end_ms).collect();
+            let in_phase: Vec<&Sample> = self
+                .samples
+                .iter()
+                .filter(|s| s.t_ms >= p.start_ms && s.t_ms < p.end_ms)
+                .collect();
             phases.push(PhaseStats {
                 phase: p.name.clone(),
                 ok: in_phase.iter().filter(|s| s.ok).count(),
@@ -233,9 +246,16 @@ impl Timeline {
                 p99_ms: round2(percentile(in_phase.iter().map(|s| s.latency_ms), 0.99)),
             });
         }
-        let failures: Vec<&Sample> = self.samples.iter().filter(|s| !s.ok && s.t_ms >= inject_ms).collect();
+        let failures: Vec<&Sample> = self
+            .samples
+            .iter()
+            .filter(|s| !s.ok && s.t_ms >= inject_ms)
+            .collect();
         let first = failures.iter().map(|s| s.t_ms).min_by(f64::total_cmp);
-        let last_end = failures.iter().map(|s| s.t_ms + s.latency_ms).max_by(f64::total_cmp);
+        let last_end = failures
+            .iter()
+            .map(|s| s.t_ms + s.latency_ms)
+            .max_by(f64::total_cmp);
         self.metrics.time_to_first_error_ms = first.map(|f| round2(f - inject_ms));
         self.metrics.error_window_ms = first.zip(last_end).map(|(f, l)| round2(l - f));
         self.metrics.time_to_recover_ms = recovered_ms.map(|r| round2((r - heal_ms).max(0.0)));
@@ -255,7 +275,9 @@ impl Timeline {
                 f.target,
                 f.mechanism,
                 f.injected_ms / 1000.0,
-                f.healed_ms.map(|h| format!("+{:.3}s", h / 1000.0)).unwrap_or_else(|| "never".into())
+                f.healed_ms
+                    .map(|h| format!("+{:.3}s", h / 1000.0))
+                    .unwrap_or_else(|| "never".into())
             );
         }
         let mut lines: Vec<(f64, String)> = Vec::new();
@@ -276,20 +298,39 @@ impl Timeline {
         // Collapse repeated events (same kind/source/container) into one line with a count.
         let mut seen: BTreeMap<(String, String, String), (f64, usize, String)> = BTreeMap::new();
         for e in &self.events {
-            let key = (e.kind.clone(), format!("{:?}", e.source), e.container.clone().unwrap_or_default());
+            let key = (
+                e.kind.clone(),
+                format!("{:?}", e.source),
+                e.container.clone().unwrap_or_default(),
+            );
             let detail: Vec<String> = e.detail.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            seen.entry(key).and_modify(|x| x.1 += 1).or_insert((e.t_ms, 1, detail.join(" ")));
+            seen.entry(key)
+                .and_modify(|x| x.1 += 1)
+                .or_insert((e.t_ms, 1, detail.join(" ")));
         }
         for ((kind, source, container), (t, n, detail)) in seen {
-            let count = if n > 1 { format!(" (x{n})") } else { String::new() };
-            lines.push((t, format!("   {kind} {container} [{}] {detail}{count}", source.to_lowercase())));
+            let count = if n > 1 {
+                format!(" (x{n})")
+            } else {
+                String::new()
+            };
+            lines.push((
+                t,
+                format!(
+                    "   {kind} {container} [{}] {detail}{count}",
+                    source.to_lowercase()
+                ),
+            ));
         }
         lines.sort_by(|a, b| a.0.total_cmp(&b.0));
         for (t, l) in lines {
             let _ = writeln!(out, "  +{:>8.3}s {l}", t / 1000.0);
         }
         let m = &self.metrics;
-        let fmt = |v: Option<f64>| v.map(|x| format!("{:.0} ms", x)).unwrap_or_else(|| "-".into());
+        let fmt = |v: Option<f64>| {
+            v.map(|x| format!("{:.0} ms", x))
+                .unwrap_or_else(|| "-".into())
+        };
         let _ = writeln!(
             out,
             "  time to first error {}, error window {}, time to recover {} (budget {:.0} ms), acknowledged writes {}, lost writes {}",
@@ -316,29 +357,52 @@ impl Timeline {
             if !keep(e) || phase == WARMUP || phase == "before" {
                 continue;
             }
-            let idx = self.phases.iter().position(|p| p.name == phase).unwrap_or(usize::MAX);
+            let idx = self
+                .phases
+                .iter()
+                .position(|p| p.name == phase)
+                .unwrap_or(usize::MAX);
             let stable: Vec<String> = e
                 .detail
                 .iter()
                 .filter(|(k, _)| STABLE_DETAIL.contains(&k.as_str()))
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
-            let key_rest = (e.kind.clone(), source_name(e.source), e.container.clone().unwrap_or_default(), stable.join(" "));
+            let key_rest = (
+                e.kind.clone(),
+                source_name(e.source),
+                e.container.clone().unwrap_or_default(),
+                stable.join(" "),
+            );
             // Keep only the earliest phase per event identity.
-            let exists = events.keys().any(|k| (k.1.clone(), k.2.clone(), k.3.clone(), k.4.clone()) == key_rest && k.0 <= idx);
+            let exists = events.keys().any(|k| {
+                (k.1.clone(), k.2.clone(), k.3.clone(), k.4.clone()) == key_rest && k.0 <= idx
+            });
             if !exists {
-                events.retain(|k, _| (k.1.clone(), k.2.clone(), k.3.clone(), k.4.clone()) != key_rest);
+                events.retain(|k, _| {
+                    (k.1.clone(), k.2.clone(), k.3.clone(), k.4.clone()) != key_rest
+                });
                 events.insert((idx, key_rest.0, key_rest.1, key_rest.2, key_rest.3), ());
             }
         }
-        let phase_name = |i: usize| self.phases.get(i).map(|p| p.name.clone()).unwrap_or_else(|| "after".into());
+        let phase_name = |i: usize| {
+            self.phases
+                .get(i)
+                .map(|p| p.name.clone())
+                .unwrap_or_else(|| "after".into())
+        };
         Normalised {
             faults: self
                 .faults
                 .iter()
                 .map(|f| {
-                    let params: Vec<String> = f.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    let params = if params.is_empty() { String::new() } else { format!(" ({})", params.join(", ")) };
+                    let params: Vec<String> =
+                        f.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let params = if params.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", params.join(", "))
+                    };
                     format!("{} {} via {}{}", f.kind, f.target, f.mechanism, params)
                 })
                 .collect(),
@@ -347,7 +411,10 @@ impl Timeline {
                 .iter()
                 .zip(&self.metrics.phases)
                 .filter(|(p, _)| p.name != WARMUP)
-                .map(|(p, s)| NormalisedPhase { phase: p.name.clone(), errors: s.failed > 0 })
+                .map(|(p, s)| NormalisedPhase {
+                    phase: p.name.clone(),
+                    errors: s.failed > 0,
+                })
                 .collect(),
             events: events
                 .into_keys()
@@ -355,8 +422,16 @@ impl Timeline {
                     phase: phase_name(i),
                     kind,
                     source,
-                    container: if container.is_empty() { None } else { Some(container) },
-                    detail: if detail.is_empty() { None } else { Some(detail) },
+                    container: if container.is_empty() {
+                        None
+                    } else {
+                        Some(container)
+                    },
+                    detail: if detail.is_empty() {
+                        None
+                    } else {
+                        Some(detail)
+                    },
                 })
                 .collect(),
             observers: self
@@ -365,7 +440,10 @@ impl Timeline {
                 .map(|c| (c.signal.clone(), source_name(c.source)))
                 .collect(),
             recovered: self.metrics.time_to_recover_ms.is_some(),
-            within_budget: self.metrics.time_to_recover_ms.is_some_and(|t| t <= self.metrics.recover_budget_ms),
+            within_budget: self
+                .metrics
+                .time_to_recover_ms
+                .is_some_and(|t| t <= self.metrics.recover_budget_ms),
             lost_writes: self.lost_writes.len(),
         }
     }
@@ -373,11 +451,21 @@ impl Timeline {
 
 /// The snake_case name of a source, as serialized.
 pub fn source_name(s: Source) -> String {
-    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// Detail keys stable enough to be snapshotted.
-const STABLE_DETAIL: &[&str] = &["signal", "fault", "mechanism", "direction", "victim_comm", "reason"];
+const STABLE_DETAIL: &[&str] = &[
+    "signal",
+    "fault",
+    "mechanism",
+    "direction",
+    "victim_comm",
+    "reason",
+];
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
@@ -436,11 +524,22 @@ mod tests {
     use super::*;
 
     fn s(t: f64, ok: bool) -> Sample {
-        Sample { t_ms: t, latency_ms: 5.0, ok, status: if ok { 201 } else { 503 }, error: None }
+        Sample {
+            t_ms: t,
+            latency_ms: 5.0,
+            ok,
+            status: if ok { 201 } else { 503 },
+            error: None,
+        }
     }
 
     fn hyp() -> Hypothesis {
-        Hypothesis { window_ms: 1000.0, min_ok_ratio: 0.99, max_p99_ms: None, min_samples: 5 }
+        Hypothesis {
+            window_ms: 1000.0,
+            min_ok_ratio: 0.99,
+            max_p99_ms: None,
+            min_samples: 5,
+        }
     }
 
     #[test]
@@ -487,8 +586,16 @@ mod tests {
             name: "t".into(),
             started_unix_ms: 0,
             phases: vec![
-                Phase { name: "baseline".into(), start_ms: 0.0, end_ms: 1000.0 },
-                Phase { name: "fault".into(), start_ms: 1000.0, end_ms: 2000.0 },
+                Phase {
+                    name: "baseline".into(),
+                    start_ms: 0.0,
+                    end_ms: 1000.0,
+                },
+                Phase {
+                    name: "fault".into(),
+                    start_ms: 1000.0,
+                    end_ms: 2000.0,
+                },
             ],
             faults: vec![],
             events: vec![],
@@ -499,19 +606,30 @@ mod tests {
             lost_writes: vec![],
             attachments: BTreeMap::new(),
         };
-        for (t, src) in [(1500.0, Source::Bpf), (1200.0, Source::Bpf), (1800.0, Source::DockerEvents)] {
+        for (t, src) in [
+            (1500.0, Source::Bpf),
+            (1200.0, Source::Bpf),
+            (1800.0, Source::DockerEvents),
+        ] {
             tl.events.push(Event {
                 t_ms: t,
                 kind: "process_exit".into(),
                 source: src,
                 container: Some("postgres".into()),
-                detail: BTreeMap::from([("signal".into(), "9".into()), ("pid".into(), format!("{t}"))]),
+                detail: BTreeMap::from([
+                    ("signal".into(), "9".into()),
+                    ("pid".into(), format!("{t}")),
+                ]),
             });
         }
         tl.compute_metrics(1000.0, 2000.0, None, 5000.0);
         let n = tl.normalised(|_| true);
         assert_eq!(n.events.len(), 2);
-        assert!(n.events.iter().all(|e| e.phase == "fault" && e.detail.as_deref() == Some("signal=9")));
+        assert!(
+            n.events
+                .iter()
+                .all(|e| e.phase == "fault" && e.detail.as_deref() == Some("signal=9"))
+        );
         assert!(n.phases[1].errors);
         assert!(!n.recovered);
     }

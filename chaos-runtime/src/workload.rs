@@ -39,7 +39,11 @@ pub struct WorkloadConfig {
 
 impl Default for WorkloadConfig {
     fn default() -> Self {
-        Self { workers: 4, pace: Duration::from_millis(20), request_timeout: Duration::from_secs(2) }
+        Self {
+            workers: 4,
+            pace: Duration::from_millis(20),
+            request_timeout: Duration::from_secs(2),
+        }
     }
 }
 
@@ -57,7 +61,7 @@ static SEQ: AtomicU64 = AtomicU64::new(1);
 
 fn order_body() -> Bytes {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    let side = if n % 2 == 0 { "buy" } else { "sell" };
+    let side = if n.is_multiple_of(2) { "buy" } else { "sell" };
     Bytes::from(format!(
         r#"{{"symbol":"ACME","side":"{side}","qty":{},"price_cents":{}}}"#,
         1 + n % 100,
@@ -72,7 +76,12 @@ fn parse_id(body: &[u8]) -> Option<i64> {
 
 impl Workload {
     /// Starts the clients against `front` (e.g. `http://127.0.0.1:PORT`); times relative to `t0_ns`.
-    pub async fn start(kind: WorkloadKind, front: String, t0_ns: u64, config: WorkloadConfig) -> Workload {
+    pub async fn start(
+        kind: WorkloadKind,
+        front: String,
+        t0_ns: u64,
+        config: WorkloadConfig,
+    ) -> Workload {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let acked = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -88,11 +97,10 @@ impl Workload {
                     config.request_timeout,
                 )
                 .await
+                    && let Some(id) = parse_id(&body)
                 {
-                    if let Some(id) = parse_id(&body) {
-                        read_ids.push(id);
-                        acked.lock().unwrap().push(id);
-                    }
+                    read_ids.push(id);
+                    acked.lock().unwrap().push(id);
                 }
             }
         }
@@ -112,27 +120,47 @@ impl Workload {
                 let mut i = w;
                 while !stop.load(Ordering::Relaxed) {
                     i += cfg.workers;
-                    let write = kind == WorkloadKind::Orders || ids.is_empty() || i % 10 == 0;
+                    let write =
+                        kind == WorkloadKind::Orders || ids.is_empty() || i.is_multiple_of(10);
                     let start = mono_ns();
                     let res = if write {
-                        http::request(&client, hyper::Method::POST, &format!("{front}/orders"), Some(order_body()), cfg.request_timeout).await
+                        http::request(
+                            &client,
+                            hyper::Method::POST,
+                            &format!("{front}/orders"),
+                            Some(order_body()),
+                            cfg.request_timeout,
+                        )
+                        .await
                     } else {
                         let id = ids[i % ids.len()];
-                        http::request(&client, hyper::Method::GET, &format!("{front}/orders/{id}"), None, cfg.request_timeout).await
+                        http::request(
+                            &client,
+                            hyper::Method::GET,
+                            &format!("{front}/orders/{id}"),
+                            None,
+                            cfg.request_timeout,
+                        )
+                        .await
                     };
                     let end = mono_ns();
                     let (ok, status, error) = match &res {
                         Ok((code, body)) if (200..300).contains(code) => {
-                            if write {
-                                if let Some(id) = parse_id(body) {
-                                    acked.lock().unwrap().push(id);
-                                }
+                            if write && let Some(id) = parse_id(body) {
+                                acked.lock().unwrap().push(id);
                             }
                             (true, *code, None)
                         }
                         Ok((code, body)) => {
                             let text = String::from_utf8_lossy(body);
-                            (false, *code, Some(format!("HTTP {code}: {}", text.chars().take(120).collect::<String>())))
+                            (
+                                false,
+                                *code,
+                                Some(format!(
+                                    "HTTP {code}: {}",
+                                    text.chars().take(120).collect::<String>()
+                                )),
+                            )
                         }
                         Err(e) => (false, 0, Some(e.clone())),
                     };
@@ -147,7 +175,13 @@ impl Workload {
                 }
             }));
         }
-        Workload { samples, acked, stop, tasks, config }
+        Workload {
+            samples,
+            acked,
+            stop,
+            tasks,
+            config,
+        }
     }
 
     /// A copy of the samples so far (completed requests only).
@@ -159,7 +193,8 @@ impl Workload {
     pub async fn stop(self) -> (Vec<Sample>, Vec<i64>) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.tasks {
-            let _ = tokio::time::timeout(self.config.request_timeout + Duration::from_secs(1), t).await;
+            let _ =
+                tokio::time::timeout(self.config.request_timeout + Duration::from_secs(1), t).await;
         }
         let mut samples = std::mem::take(&mut *self.samples.lock().unwrap());
         samples.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));

@@ -2,21 +2,33 @@
 use super::{FaultCx, FaultError, Healing, Injected};
 use crate::spec::FaultSpec;
 use std::time::Duration;
-use testcontainers::bollard::query_parameters::{KillContainerOptionsBuilder, StopContainerOptionsBuilder};
+use testcontainers::bollard::query_parameters::{
+    KillContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
 
 /// Injects kill, stop or pause.
 pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultError> {
-    let svc = cx.stack.service(spec.target).expect("macro validated the target");
+    let svc = cx
+        .stack
+        .service(spec.target)
+        .expect("macro validated the target");
     let docker = cx.stack.docker();
     let err = |call: &str| {
         let fault = format!("{} {}", spec.kind, spec.target);
         let call = call.to_string();
-        move |source| FaultError::Docker { fault, call, source }
+        move |source| FaultError::Docker {
+            fault,
+            call,
+            source,
+        }
     };
     match spec.kind {
         "kill" => {
             docker
-                .kill_container(&svc.id, Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build()))
+                .kill_container(
+                    &svc.id,
+                    Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build()),
+                )
                 .await
                 .map_err(err("kill -s KILL"))?;
             Ok(Injected {
@@ -26,13 +38,22 @@ pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultErr
         }
         "stop" => {
             docker
-                .stop_container(&svc.id, Some(StopContainerOptionsBuilder::new().t(5).build()))
+                .stop_container(
+                    &svc.id,
+                    Some(StopContainerOptionsBuilder::new().t(5).build()),
+                )
                 .await
                 .map_err(err("stop"))?;
-            Ok(Injected { mechanism: "docker stop".into(), healing: restart_healing(spec.target) })
+            Ok(Injected {
+                mechanism: "docker stop".into(),
+                healing: restart_healing(spec.target),
+            })
         }
         "pause" => {
-            docker.pause_container(&svc.id).await.map_err(err("pause"))?;
+            docker
+                .pause_container(&svc.id)
+                .await
+                .map_err(err("pause"))?;
             Ok(Injected {
                 mechanism: "docker pause (cgroup freezer)".into(),
                 healing: {
@@ -54,10 +75,19 @@ pub fn restart_healing(role: &str) -> Healing {
 /// Starts a dead container again, re-points the observers and waits until it serves.
 pub async fn restart(cx: &FaultCx, role: &str, deadline: Duration) -> Result<(), FaultError> {
     let fault = format!("restart {role}");
-    cx.stack.start_service(role).await.map_err(|source| FaultError::Stack { fault: fault.clone(), source })?;
+    cx.stack
+        .start_service(role)
+        .await
+        .map_err(|source| FaultError::Stack {
+            fault: fault.clone(),
+            source,
+        })?;
     cx.rewatch(role).await;
     cx.event("container_restarted", role, &[]);
-    cx.stack.wait_ready(role, deadline).await.map_err(|source| FaultError::Stack { fault, source })?;
+    cx.stack
+        .wait_ready(role, deadline)
+        .await
+        .map_err(|source| FaultError::Stack { fault, source })?;
     cx.event("service_ready", role, &[]);
     Ok(())
 }
@@ -65,9 +95,13 @@ pub async fn restart(cx: &FaultCx, role: &str, deadline: Duration) -> Result<(),
 /// Unpauses a frozen container.
 pub async fn unpause(cx: &FaultCx, role: &str) -> Result<(), FaultError> {
     let svc = cx.stack.service(role).expect("role exists");
-    cx.stack.docker().unpause_container(&svc.id).await.map_err(|source| FaultError::Docker {
-        fault: format!("unpause {role}"),
-        call: "unpause".into(),
-        source,
-    })
+    cx.stack
+        .docker()
+        .unpause_container(&svc.id)
+        .await
+        .map_err(|source| FaultError::Docker {
+            fault: format!("unpause {role}"),
+            call: "unpause".into(),
+            source,
+        })
 }

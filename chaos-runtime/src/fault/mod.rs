@@ -4,10 +4,10 @@ use crate::clock::mono_ns;
 use crate::observe::{Observation, Observers, Sink, Source};
 use crate::spec::FaultSpec;
 use crate::stack::{Stack, StackError};
+use futures::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use futures::future::BoxFuture;
 
 pub mod container;
 
@@ -77,7 +77,10 @@ impl FaultCx {
             kind: kind.to_string(),
             source: Source::Runtime,
             container: Some(container.to_string()),
-            detail: detail.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<BTreeMap<_, _>>(),
+            detail: detail
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<BTreeMap<_, _>>(),
         });
     }
 
@@ -90,7 +93,10 @@ impl FaultCx {
 }
 
 /// What undoes an injected fault: a boxed async closure each fault module builds.
-pub struct Healing(Box<dyn FnOnce(Arc<FaultCx>, Duration) -> BoxFuture<'static, Result<(), FaultError>> + Send>);
+pub struct Healing(HealFn);
+
+type HealFn =
+    Box<dyn FnOnce(Arc<FaultCx>, Duration) -> BoxFuture<'static, Result<(), FaultError>> + Send>;
 
 impl Healing {
     /// Wraps the undo step. `deadline` bounds how long the target may take to come back.
@@ -137,7 +143,10 @@ pub struct FaultGuard {
 impl FaultGuard {
     /// Wraps a healing.
     pub fn new(healing: Healing, cx: Arc<FaultCx>) -> Self {
-        Self { healing: Some(healing), cx }
+        Self {
+            healing: Some(healing),
+            cx,
+        }
     }
 
     /// Heals now.

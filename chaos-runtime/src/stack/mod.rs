@@ -62,7 +62,7 @@ pub enum StackError {
         logs: String,
         /// The cause.
         #[source]
-        source: testcontainers::TestcontainersError,
+        source: Box<testcontainers::TestcontainersError>,
     },
     /// A service did not become ready in time.
     #[error("{role} was not ready within {secs} s ({why}); its last log lines:\n{logs}")]
@@ -102,7 +102,12 @@ pub struct StackConfig {
 
 impl Default for StackConfig {
     fn default() -> Self {
-        Self { behind_proxy: Vec::new(), pg_max_connections: 30, db_pool_size: 8, orders_env: Vec::new() }
+        Self {
+            behind_proxy: Vec::new(),
+            pg_max_connections: 30,
+            db_pool_size: 8,
+            orders_env: Vec::new(),
+        }
     }
 }
 
@@ -132,16 +137,25 @@ pub struct Stack {
     tmp: PathBuf,
 }
 
-fn docker_err(call: impl Into<String>) -> impl FnOnce(testcontainers::bollard::errors::Error) -> StackError {
+fn docker_err(
+    call: impl Into<String>,
+) -> impl FnOnce(testcontainers::bollard::errors::Error) -> StackError {
     let call = call.into();
     move |source| StackError::Docker { call, source }
 }
 
 /// A free TCP port on 127.0.0.1 (fixed host ports survive container restarts; ephemeral ones may not).
 fn free_port() -> Result<u16, StackError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|source| StackError::Io { call: "bind 127.0.0.1:0".into(), source })?;
-    Ok(l.local_addr().map_err(|source| StackError::Io { call: "local_addr".into(), source })?.port())
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| StackError::Io {
+        call: "bind 127.0.0.1:0".into(),
+        source,
+    })?;
+    Ok(l.local_addr()
+        .map_err(|source| StackError::Io {
+            call: "local_addr".into(),
+            source,
+        })?
+        .port())
 }
 
 /// Where a fixture binary built by the suite's `cargo test` lives: beside the test binary's parent.
@@ -151,7 +165,11 @@ pub fn fixture_binary(name: &'static str, env: &'static str) -> Result<PathBuf, 
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(StackError::MissingBinary { what: name, path: p.display().to_string(), env })
+            Err(StackError::MissingBinary {
+                what: name,
+                path: p.display().to_string(),
+                env,
+            })
         };
     }
     let exe = std::env::current_exe().unwrap_or_default();
@@ -168,14 +186,22 @@ pub fn fixture_binary(name: &'static str, env: &'static str) -> Result<PathBuf, 
         .cloned()
         .ok_or_else(|| StackError::MissingBinary {
             what: name,
-            path: candidates.last().map(|p| p.display().to_string()).unwrap_or_default(),
+            path: candidates
+                .last()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             env,
         })
 }
 
 impl Stack {
     /// Starts the stack: network, volume, then every service in parallel, each waited for.
-    pub async fn start(docker: &Docker, image: &str, run_id: &str, cfg: &StackConfig) -> Result<Stack, StackError> {
+    pub async fn start(
+        docker: &Docker,
+        image: &str,
+        run_id: &str,
+        cfg: &StackConfig,
+    ) -> Result<Stack, StackError> {
         let started = Instant::now();
         let orders_bin = fixture_binary("order-service", "CHAOS_ORDER_SERVICE_BIN")?;
         let proxy_bin = if cfg.behind_proxy.is_empty() {
@@ -212,8 +238,10 @@ impl Stack {
             })
             .await
             .map_err(docker_err(format!("volume create {volume}")))?;
-        std::fs::create_dir_all(&stack.tmp)
-            .map_err(|source| StackError::Io { call: format!("mkdir {}", stack.tmp.display()), source })?;
+        std::fs::create_dir_all(&stack.tmp).map_err(|source| StackError::Io {
+            call: format!("mkdir {}", stack.tmp.display()),
+            source,
+        })?;
 
         let name = |role: &str| format!("chaos-{run_id}-{role}");
         let (pg_host, pg_port, redis_host, redis_port) = if cfg.behind_proxy.is_empty() {
@@ -232,24 +260,48 @@ impl Stack {
             (pg.0, pg.1, rd.0, rd.1)
         };
         let nginx_conf = stack.tmp.join("nginx.conf");
-        std::fs::write(&nginx_conf, NGINX_CONF.replace("orders:8080", &format!("{}:8080", name("orders"))))
-            .map_err(|source| StackError::Io { call: format!("write {}", nginx_conf.display()), source })?;
+        std::fs::write(
+            &nginx_conf,
+            NGINX_CONF.replace("orders:8080", &format!("{}:8080", name("orders"))),
+        )
+        .map_err(|source| StackError::Io {
+            call: format!("write {}", nginx_conf.display()),
+            source,
+        })?;
 
-        let base = |role: &str, wait: WaitFor| GenericImage::new(image_name(image), image_tag(image)).with_wait_for(wait).with_container_name(name(role));
-        let mut specs: Vec<(String, Vec<u16>, testcontainers::ContainerRequest<GenericImage>)> = Vec::new();
+        let base = |role: &str, wait: WaitFor| {
+            GenericImage::new(image_name(image), image_tag(image))
+                .with_wait_for(wait)
+                .with_container_name(name(role))
+        };
+        let mut specs: Vec<(
+            String,
+            Vec<u16>,
+            testcontainers::ContainerRequest<GenericImage>,
+        )> = Vec::new();
         specs.push((
             "postgres".into(),
             vec![5432],
-            base("postgres", WaitFor::message_on_stderr("database system is ready to accept connections"))
-                .with_user("postgres")
-                .with_env_var("PG_MAX_CONNECTIONS", cfg.pg_max_connections.to_string())
-                .with_mount(Mount::volume_mount(volume.clone(), "/var/lib/postgresql/data"))
-                .with_cmd(["chaos-postgres"]),
+            base(
+                "postgres",
+                WaitFor::message_on_stderr("database system is ready to accept connections"),
+            )
+            .with_user("postgres")
+            .with_env_var("PG_MAX_CONNECTIONS", cfg.pg_max_connections.to_string())
+            .with_mount(Mount::volume_mount(
+                volume.clone(),
+                "/var/lib/postgresql/data",
+            ))
+            .with_cmd(["chaos-postgres"]),
         ));
         specs.push((
             "redis".into(),
             vec![6379],
-            base("redis", WaitFor::message_on_stdout("Ready to accept connections")).with_cmd([
+            base(
+                "redis",
+                WaitFor::message_on_stdout("Ready to accept connections"),
+            )
+            .with_cmd([
                 "redis-server",
                 "--bind",
                 "0.0.0.0",
@@ -261,15 +313,24 @@ impl Stack {
                 "no",
             ]),
         ));
-        let mut orders = base("orders", WaitFor::message_on_stdout("order-service listening"))
-            .with_mount(
-                Mount::bind_mount(orders_bin.display().to_string(), "/usr/local/bin/order-service")
-                    .with_access_mode(AccessMode::ReadOnly),
+        let mut orders = base(
+            "orders",
+            WaitFor::message_on_stdout("order-service listening"),
+        )
+        .with_mount(
+            Mount::bind_mount(
+                orders_bin.display().to_string(),
+                "/usr/local/bin/order-service",
             )
-            .with_env_var("DATABASE_URL", format!("postgres://postgres@{pg_host}:{pg_port}/postgres"))
-            .with_env_var("REDIS_URL", format!("redis://{redis_host}:{redis_port}"))
-            .with_env_var("DB_POOL_SIZE", cfg.db_pool_size.to_string())
-            .with_cmd(["/usr/local/bin/order-service"]);
+            .with_access_mode(AccessMode::ReadOnly),
+        )
+        .with_env_var(
+            "DATABASE_URL",
+            format!("postgres://postgres@{pg_host}:{pg_port}/postgres"),
+        )
+        .with_env_var("REDIS_URL", format!("redis://{redis_host}:{redis_port}"))
+        .with_env_var("DB_POOL_SIZE", cfg.db_pool_size.to_string())
+        .with_cmd(["/usr/local/bin/order-service"]);
         for (k, v) in &cfg.orders_env {
             orders = orders.with_env_var(k, v);
         }
@@ -285,7 +346,11 @@ impl Stack {
                 .with_cmd(["nginx", "-c", "/etc/chaos/nginx.conf", "-g", "daemon off;"]),
         ));
         if let Some(bin) = proxy_bin {
-            let mut cmd = vec!["/usr/local/bin/chaos-proxy".to_string(), "--api".into(), "0.0.0.0:8474".into()];
+            let mut cmd = vec![
+                "/usr/local/bin/chaos-proxy".to_string(),
+                "--api".into(),
+                "0.0.0.0:8474".into(),
+            ];
             for role in &cfg.behind_proxy {
                 let (listen, upstream) = match role.as_str() {
                     "postgres" => (15432, format!("{}:5432", name("postgres"))),
@@ -307,7 +372,10 @@ impl Stack {
             ));
         }
 
-        progress::line("stack", &format!("{run_id}: starting {} services", specs.len()));
+        progress::line(
+            "stack",
+            &format!("{run_id}: starting {} services", specs.len()),
+        );
         let mut starts = Vec::new();
         for (role, ports, req) in specs {
             let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
@@ -317,7 +385,10 @@ impl Stack {
                 map.insert(*p, host);
                 bindings.insert(
                     format!("{p}/tcp"),
-                    Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(host.to_string()) }]),
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".into()),
+                        host_port: Some(host.to_string()),
+                    }]),
                 );
             }
             let mut req = req
@@ -340,7 +411,11 @@ impl Stack {
                     Ok(c) => Ok((role, map, c)),
                     Err(source) => {
                         let logs = log_tail(&docker, &cname, 20).await;
-                        Err(StackError::Start { role, logs, source })
+                        Err(StackError::Start {
+                            role,
+                            logs,
+                            source: Box::new(source),
+                        })
                     }
                 }
             });
@@ -352,7 +427,12 @@ impl Stack {
                 Ok((role, ports, c)) => {
                     stack.services.insert(
                         role.clone(),
-                        Service { name: name(&role), id: c.id().to_string(), role, ports },
+                        Service {
+                            name: name(&role),
+                            id: c.id().to_string(),
+                            role,
+                            ports,
+                        },
                     );
                     stack.containers.lock().unwrap().push(c);
                 }
@@ -366,13 +446,19 @@ impl Stack {
             return Err(e);
         }
         // nginx has no log line that proves it proxies: ask it for the order service's health.
-        if let Err(e) = stack.wait_http_ok("nginx", 80, "/health", Duration::from_secs(20)).await {
+        if let Err(e) = stack
+            .wait_http_ok("nginx", 80, "/health", Duration::from_secs(20))
+            .await
+        {
             stack.teardown().await;
             return Err(e);
         }
         progress::line(
             "stack",
-            &format!("{run_id}: ready in {:.1} s", started.elapsed().as_secs_f64()),
+            &format!(
+                "{run_id}: ready in {:.1} s",
+                started.elapsed().as_secs_f64()
+            ),
         );
         Ok(stack)
     }
@@ -422,14 +508,21 @@ impl Stack {
             .await
             .map_err(docker_err(format!("inspect {}", svc.name)))?;
         let pid = info.state.and_then(|s| s.pid).unwrap_or(0).max(0) as u32;
-        Ok(WatchedContainer { role: role.to_string(), id: svc.id.clone(), pid })
+        Ok(WatchedContainer {
+            role: role.to_string(),
+            id: svc.id.clone(),
+            pid,
+        })
     }
 
     /// Starts a stopped (killed) service again and waits until it serves.
     pub async fn start_service(&self, role: &str) -> Result<(), StackError> {
         let svc = self.services.get(role).expect("unknown role");
         self.docker
-            .start_container(&svc.id, None::<testcontainers::bollard::query_parameters::StartContainerOptions>)
+            .start_container(
+                &svc.id,
+                None::<testcontainers::bollard::query_parameters::StartContainerOptions>,
+            )
             .await
             .map_err(docker_err(format!("start {}", svc.name)))?;
         Ok(())
@@ -439,7 +532,10 @@ impl Stack {
     pub async fn wait_ready(&self, role: &str, deadline: Duration) -> Result<(), StackError> {
         match role {
             "postgres" => self.wait_postgres(deadline).await,
-            "redis" => self.wait_tcp_banner(role, 6379, b"PING\r\n", b"+PONG", deadline).await,
+            "redis" => {
+                self.wait_tcp_banner(role, 6379, b"PING\r\n", b"+PONG", deadline)
+                    .await
+            }
             "orders" => self.wait_http_ok("orders", 8080, "/health", deadline).await,
             "nginx" => self.wait_http_ok("nginx", 80, "/health", deadline).await,
             "proxy" => self.wait_http_ok("proxy", 8474, "/version", deadline).await,
@@ -452,7 +548,12 @@ impl Stack {
         let until = Instant::now() + deadline;
         let mut last = String::new();
         while Instant::now() < until {
-            match tokio::time::timeout(Duration::from_secs(2), tokio_postgres::connect(&cfg, tokio_postgres::NoTls)).await {
+            match tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio_postgres::connect(&cfg, tokio_postgres::NoTls),
+            )
+            .await
+            {
                 Ok(Ok((client, conn))) => {
                     let h = tokio::spawn(conn);
                     let ok = client.simple_query("select 1").await.is_ok();
@@ -470,7 +571,14 @@ impl Stack {
         Err(self.not_ready("postgres", deadline, last).await)
     }
 
-    async fn wait_tcp_banner(&self, role: &str, port: u16, send: &[u8], expect: &[u8], deadline: Duration) -> Result<(), StackError> {
+    async fn wait_tcp_banner(
+        &self,
+        role: &str,
+        port: u16,
+        send: &[u8],
+        expect: &[u8],
+        deadline: Duration,
+    ) -> Result<(), StackError> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = format!("127.0.0.1:{}", self.host_port(role, port));
         let until = Instant::now() + deadline;
@@ -494,14 +602,22 @@ impl Stack {
         Err(self.not_ready(role, deadline, last).await)
     }
 
-    async fn wait_http_ok(&self, role: &str, port: u16, path: &str, deadline: Duration) -> Result<(), StackError> {
+    async fn wait_http_ok(
+        &self,
+        role: &str,
+        port: u16,
+        path: &str,
+        deadline: Duration,
+    ) -> Result<(), StackError> {
         let url = format!("http://127.0.0.1:{}{path}", self.host_port(role, port));
         let until = Instant::now() + deadline;
         let mut last = String::new();
         while Instant::now() < until {
             match crate::http::get(&url, Duration::from_secs(1)).await {
                 Ok((200, _)) => return Ok(()),
-                Ok((code, body)) => last = format!("HTTP {code}: {}", String::from_utf8_lossy(&body)),
+                Ok((code, body)) => {
+                    last = format!("HTTP {code}: {}", String::from_utf8_lossy(&body))
+                }
                 Err(e) => last = e,
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -510,8 +626,17 @@ impl Stack {
     }
 
     async fn not_ready(&self, role: &str, deadline: Duration, why: String) -> StackError {
-        let name = self.services.get(role).map(|s| s.name.clone()).unwrap_or_default();
-        StackError::NotReady { role: role.into(), secs: deadline.as_secs(), why, logs: log_tail(&self.docker, &name, 20).await }
+        let name = self
+            .services
+            .get(role)
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        StackError::NotReady {
+            role: role.into(),
+            secs: deadline.as_secs(),
+            why,
+            logs: log_tail(&self.docker, &name, 20).await,
+        }
     }
 
     /// The last `n` log lines of a service (stdout and stderr).
@@ -524,13 +649,22 @@ impl Stack {
 
     /// Removes every container, the network and the volume; bounded, never panics.
     pub async fn teardown(&self) {
-        let handles: Vec<_> = std::mem::take(&mut *self.containers.lock().unwrap_or_else(|e| e.into_inner()));
+        let handles: Vec<_> =
+            std::mem::take(&mut *self.containers.lock().unwrap_or_else(|e| e.into_inner()));
         let mut ids: Vec<String> = self.services.values().map(|s| s.id.clone()).collect();
         // Containers created but never registered (a failed parallel start) carry our run label.
-        let filter = HashMap::from([("label".to_string(), vec![format!("{LABEL_RUN}={}", self.run_id)])]);
+        let filter = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{LABEL_RUN}={}", self.run_id)],
+        )]);
         if let Ok(list) = self
             .docker
-            .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filter).build()))
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new()
+                    .all(true)
+                    .filters(&filter)
+                    .build(),
+            ))
             .await
         {
             ids.extend(list.into_iter().filter_map(|c| c.id));
@@ -541,17 +675,29 @@ impl Stack {
             let docker = self.docker.clone();
             async move {
                 let _ = docker
-                    .remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()))
+                    .remove_container(
+                        &id,
+                        Some(
+                            RemoveContainerOptionsBuilder::new()
+                                .force(true)
+                                .v(true)
+                                .build(),
+                        ),
+                    )
                     .await;
             }
         });
-        let _ = tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(removals)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(removals))
+            .await;
         // The handles' own Drop would remove again; they are gone already, so forget them.
         for h in handles {
             std::mem::forget(h);
         }
         let _ = self.docker.remove_network(&self.network).await;
-        let _ = self.docker.remove_volume(&self.volume, None::<RemoveVolumeOptions>).await;
+        let _ = self
+            .docker
+            .remove_volume(&self.volume, None::<RemoveVolumeOptions>)
+            .await;
         let _ = std::fs::remove_dir_all(&self.tmp);
     }
 
@@ -564,7 +710,11 @@ impl Stack {
             "kept stack {} (network {}, containers {}); remove with `docker rm -f $(docker ps -aq --filter label=chaos.run={})`",
             self.run_id,
             self.network,
-            self.services.values().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
+            self.services
+                .values()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             self.run_id
         )
     }
@@ -622,34 +772,59 @@ pub async fn sweep(docker: &Docker) -> usize {
             .is_none_or(|pid| !pid_alive(pid))
     };
     if let Ok(list) = docker
-        .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filter).build()))
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filter)
+                .build(),
+        ))
         .await
     {
         for c in list {
-            if stale(c.labels.as_ref()) {
-                if let Some(id) = c.id {
-                    let _ = docker
-                        .remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()))
-                        .await;
-                    removed += 1;
-                }
+            if stale(c.labels.as_ref())
+                && let Some(id) = c.id
+            {
+                let _ = docker
+                    .remove_container(
+                        &id,
+                        Some(
+                            RemoveContainerOptionsBuilder::new()
+                                .force(true)
+                                .v(true)
+                                .build(),
+                        ),
+                    )
+                    .await;
+                removed += 1;
             }
         }
     }
-    if let Ok(list) = docker.list_networks(Some(ListNetworksOptionsBuilder::new().filters(&filter).build())).await {
+    if let Ok(list) = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::new().filters(&filter).build(),
+        ))
+        .await
+    {
         for n in list {
-            if stale(n.labels.as_ref()) {
-                if let Some(name) = n.name {
-                    let _ = docker.remove_network(&name).await;
-                    removed += 1;
-                }
+            if stale(n.labels.as_ref())
+                && let Some(name) = n.name
+            {
+                let _ = docker.remove_network(&name).await;
+                removed += 1;
             }
         }
     }
-    if let Ok(list) = docker.list_volumes(Some(ListVolumesOptionsBuilder::new().filters(&filter).build())).await {
+    if let Ok(list) = docker
+        .list_volumes(Some(
+            ListVolumesOptionsBuilder::new().filters(&filter).build(),
+        ))
+        .await
+    {
         for v in list.volumes.unwrap_or_default() {
             if stale(Some(&v.labels)) {
-                let _ = docker.remove_volume(&v.name, None::<RemoveVolumeOptions>).await;
+                let _ = docker
+                    .remove_volume(&v.name, None::<RemoveVolumeOptions>)
+                    .await;
                 removed += 1;
             }
         }
