@@ -280,14 +280,14 @@ async fn experiment(
         }
     }
     let choices = observers.choices();
-    for c in &choices {
-        if c.source != Source::Bpf {
-            progress::line(
-                "observe",
-                &format!("{}: {:?} ({})", c.signal, c.source, c.note),
-            );
-        }
-    }
+    progress::line(
+        "observe",
+        &choices
+            .iter()
+            .map(|c| format!("{}={}", c.signal, crate::timeline::source_name(c.source)))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
     let t0 = mono_ns();
     let started_unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
