@@ -25,6 +25,7 @@
 
 pub mod clock;
 pub mod docker;
+pub mod experiment;
 pub mod fault;
 mod http;
 pub mod image;
@@ -44,6 +45,7 @@ pub mod workload;
 pub mod __private;
 
 pub use chaos_macros::chaos_test;
+pub use experiment::{Experiment, Fault};
 pub use spec::{FaultSpec, Spec};
 pub use timeline::{Event, Metrics, Timeline};
 
