@@ -1,0 +1,8 @@
+use chaos_runtime::{ChaosRun, chaos_test};
+
+#[chaos_test(fault = "kill", target = "postgres", recover_within = "10s")]
+fn blocking(run: ChaosRun) {
+    let _ = run;
+}
+
+fn main() {}
