@@ -25,6 +25,7 @@
 
 pub mod clock;
 pub mod docker;
+pub mod doctor;
 pub mod experiment;
 pub mod fault;
 mod http;
@@ -33,6 +34,7 @@ pub mod journal;
 pub mod ledger;
 pub mod observe;
 pub mod progress;
+pub mod report;
 mod run;
 pub mod slots;
 pub mod spec;

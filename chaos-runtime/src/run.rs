@@ -124,7 +124,13 @@ async fn run_async(spec: &'static Spec, body: Body) -> Result<(), Failure> {
         "run",
         &format!("{}: {}", spec.name, describe_faults(spec.faults)),
     );
+    progress::phase(
+        spec.name,
+        progress::phases::STACK_STARTING,
+        &describe_faults(spec.faults),
+    );
     let stack = Arc::new(Stack::start(&docker, &image, &id, &stack_config(spec)).await?);
+    progress::phase(spec.name, progress::phases::BASELINE, "stack ready");
 
     let result = AssertUnwindSafe(experiment(spec, stack.clone(), docker.clone(), mode))
         .catch_unwind()
@@ -142,6 +148,7 @@ async fn run_async(spec: &'static Spec, body: Body) -> Result<(), Failure> {
     };
 
     let journal_path = journal::write(spec, &timeline);
+    crate::report::after_run(journal_path.as_deref());
     let budget_failure = budget_failure(spec, &timeline);
     let run = ChaosRun {
         timeline,
@@ -156,6 +163,11 @@ async fn run_async(spec: &'static Spec, body: Body) -> Result<(), Failure> {
     if let Some(p) = &journal_path {
         progress::line("run", &format!("journal: {}", p.display()));
     }
+    progress::phase(
+        spec.name,
+        progress::phases::VERDICT,
+        if failed { "fail" } else { "pass" },
+    );
     if let Some(msg) = budget_failure {
         return Err(Failure::Message(msg));
     }
@@ -362,6 +374,11 @@ async fn experiment(
         "run",
         &format!("{}: baseline held, injecting", spec.fn_name),
     );
+    progress::phase(
+        spec.name,
+        progress::phases::FAULT_INJECTED,
+        &describe_faults(spec.faults),
+    );
     let runs = spec.faults.iter().map(|f| {
         let cx = cx.clone();
         async move {
@@ -420,6 +437,11 @@ async fn experiment(
     progress::line(
         "run",
         &format!("{}: healed, waiting for the steady state", spec.fn_name),
+    );
+    progress::phase(
+        spec.name,
+        progress::phases::HEALED,
+        "waiting for the steady state",
     );
 
     // 3. Recovery: the first instant after heal from which the hypothesis holds for a full window.
@@ -526,6 +548,14 @@ async fn experiment(
             acked.len(),
             tl.lost_writes.len()
         ),
+    );
+    progress::phase(
+        spec.name,
+        progress::phases::RECOVERED,
+        &tl.metrics
+            .time_to_recover_ms
+            .map(|t| format!("{t:.0} ms after heal"))
+            .unwrap_or_else(|| "never".into()),
     );
     Ok((tl, acked))
 }
