@@ -12,7 +12,8 @@
 //! rebuilds every page; `chaos report` calls it.
 use crate::journal::{Journal, SCHEMA_VERSION};
 use crate::timeline::Metrics;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub mod chart;
@@ -58,8 +59,11 @@ fn io(call: impl Into<String>) -> impl FnOnce(std::io::Error) -> ReportError {
     move |source| ReportError::Io { call, source }
 }
 
+/// One row of the index: the page name and the run's summary, or why its journal is unreadable.
+pub type Entry = (String, Result<Summary, String>);
+
 /// What the index shows of a run.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// `module::test_fn`.
     pub test: String,
@@ -209,10 +213,7 @@ fn write_atomic(path: &Path, text: &str) -> Result<(), ReportError> {
     })
 }
 
-fn write_index(
-    dir: &Path,
-    mut entries: Vec<(String, Result<Summary, String>)>,
-) -> Result<PathBuf, ReportError> {
+fn write_index(dir: &Path, mut entries: Vec<Entry>) -> Result<PathBuf, ReportError> {
     // Experiments in file order (01_, 02_ ...), then by test; unreadable journals last.
     entries.sort_by(|a, b| match (&a.1, &b.1) {
         (Ok(x), Ok(y)) => (&x.file, &x.test, &a.0).cmp(&(&y.file, &y.test, &b.0)),
@@ -233,17 +234,80 @@ fn write_index(
 /// index rather than failing the others.
 pub fn render_all(dir: &Path) -> Result<PathBuf, ReportError> {
     let mut entries = Vec::new();
+    let mut cache = SummaryCache::default();
     for (stem, path) in journals(dir)? {
         match read_journal(&path) {
             Ok(j) => {
                 let name = format!("{stem}.json");
                 write_atomic(&page_path(dir, &stem), &run_page(&j, &name))?;
-                entries.push((stem, Ok(Summary::from(&j))));
+                let summary = Summary::from(&j);
+                if let Some(key) = file_key(&path) {
+                    cache.0.insert(stem.clone(), (key, summary.clone()));
+                }
+                entries.push((stem, Ok(summary)));
             }
             Err(e) => entries.push((stem, Err(error_chain(&e)))),
         }
     }
+    cache.save(dir);
     write_index(dir, entries)
+}
+
+/// Summaries of the journals already skimmed, keyed by page name, with the journal's
+/// (modification time, length) they were read at: after a run only the journals that changed
+/// are read again, so rendering the index stays cheap however many runs there are.
+#[derive(Default, Serialize, Deserialize)]
+struct SummaryCache(BTreeMap<String, ((u128, u64), Summary)>);
+
+/// Where [`SummaryCache`] lives in the chaos dir.
+const SUMMARY_CACHE: &str = ".summaries.json";
+
+impl SummaryCache {
+    fn load(dir: &Path) -> Self {
+        std::fs::read(dir.join(SUMMARY_CACHE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Best effort: a cache that cannot be written only costs time next run.
+    fn save(&self, dir: &Path) {
+        if let Ok(text) = serde_json::to_string(self) {
+            let _ = write_atomic(&dir.join(SUMMARY_CACHE), &text);
+        }
+    }
+}
+
+fn file_key(path: &Path) -> Option<(u128, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    let t = m
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some((t.as_nanos(), m.len()))
+}
+
+/// Every journal's summary, from the cache where the journal did not change; `fresh` is one
+/// the caller just read in full.
+fn summaries(dir: &Path, fresh: Option<(&str, Summary)>) -> Result<Vec<Entry>, ReportError> {
+    let old = SummaryCache::load(dir);
+    let mut new = SummaryCache::default();
+    let mut out = Vec::new();
+    for (stem, path) in journals(dir)? {
+        let key = file_key(&path);
+        let summary = match (&fresh, key, old.0.get(&stem)) {
+            (Some((f, s)), _, _) if *f == stem => Ok(s.clone()),
+            (_, Some(k), Some((ck, s))) if *ck == k => Ok(s.clone()),
+            _ => read_summary(&path).map_err(|e| error_chain(&e)),
+        };
+        if let (Some(k), Ok(s)) = (key, &summary) {
+            new.0.insert(stem.clone(), (k, s.clone()));
+        }
+        out.push((stem, summary));
+    }
+    new.save(dir);
+    Ok(out)
 }
 
 /// Renders the page of one journal (`<dir>/runs/<stem>.json` -> `<dir>/<stem>.html`) and the
@@ -265,14 +329,7 @@ pub fn render_run(journal: &Path) -> Result<PathBuf, ReportError> {
         .and_then(|s| s.to_str())
         .unwrap_or_default();
     write_atomic(&page, &run_page(&j, name))?;
-    let mut entries = Vec::new();
-    for (other, path) in journals(dir)? {
-        if other == stem {
-            entries.push((other, Ok(Summary::from(&j))));
-        } else {
-            entries.push((other, read_summary(&path).map_err(|e| error_chain(&e))));
-        }
-    }
+    let entries = summaries(dir, Some((&stem, Summary::from(&j))))?;
     write_index(dir, entries)?;
     Ok(page)
 }

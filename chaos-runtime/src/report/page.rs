@@ -1,7 +1,7 @@
 //! The HTML page of one run, and the index over all runs. Pure: journals in, text out.
 use super::chart::{self, source_colour};
 use super::fmt::{clip, collapse, dur, esc, opt_dur, src, url_path, utc};
-use super::{CSS, Summary};
+use super::{CSS, Entry};
 use crate::journal::Journal;
 use crate::timeline::Sample;
 use std::collections::BTreeMap;
@@ -439,7 +439,7 @@ pub fn failure_reasons(samples: &[Sample]) -> Vec<(String, (usize, f64, f64))> {
 }
 
 /// The index over all runs, newest first within each file. `dir_label` names the journal folder.
-pub fn index_page(entries: &[(String, Result<Summary, String>)], dir_label: &str) -> String {
+pub fn index_page(entries: &[Entry], dir_label: &str) -> String {
     let mut s = String::with_capacity(32 * 1024);
     let passed = entries
         .iter()

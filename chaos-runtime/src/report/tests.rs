@@ -468,6 +468,29 @@ fn render_all_and_render_run_write_pages_and_the_index() {
             .unwrap()
             .contains(r#"id="fault-window-0""#)
     );
+    // The index after a run reads the other journals' summaries from the cache: a journal
+    // whose summary is cached is not read again (here: made unreadable, and still listed).
+    assert!(dir.join(".summaries.json").exists());
+    let empty_json = dir.join("runs/empty.json");
+    let key_before = file_key(&empty_json).unwrap();
+    let mut cache = SummaryCache::load(&dir);
+    cache.0.get_mut("empty").unwrap().1.test = "x::from_the_cache".into();
+    cache.save(&dir);
+    render_run(&dir.join("runs/orders.json")).unwrap();
+    assert_eq!(file_key(&empty_json).unwrap(), key_before);
+    let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
+    assert!(
+        html.contains("from_<wbr>the_<wbr>cache"),
+        "cached summary used"
+    );
+    // A changed journal (another length) is read again.
+    std::fs::write(&empty_json, serde_json::to_vec_pretty(&empty()).unwrap()).unwrap();
+    render_run(&dir.join("runs/orders.json")).unwrap();
+    let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
+    assert!(
+        !html.contains("from_<wbr>the_<wbr>cache") && html.contains("empty"),
+        "changed journal re-read"
+    );
     let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
