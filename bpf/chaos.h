@@ -216,12 +216,28 @@ struct {
 	__uint(max_entries, CHAOS_RINGBUF_BYTES);
 } events SEC(".maps");
 
+/* Records dropped because the ring buffer was full (bpf_ringbuf_reserve failed), one counter
+ * per CPU. Read, summed over CPUs and objects, by BpfObserver::lost_events. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost_events SEC(".maps");
+
 static __always_inline struct chaos_event *chaos_reserve(__u32 kind, __u32 slot)
 {
 	struct chaos_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
-	if (!e)
+	if (!e) {
+		__u32 zero = 0;
+		__u64 *lost = bpf_map_lookup_elem(&lost_events, &zero);
+
+		/* Atomic: a softirq program (tcp) may interrupt one running in process context. */
+		if (lost)
+			__sync_fetch_and_add(lost, 1);
 		return 0;
+	}
 	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_ns = bpf_ktime_get_ns();
 	e->kind = kind;

@@ -78,6 +78,8 @@ pub struct BpfObserver {
     load_time: Duration,
     /// Keeps the programs and their links alive; dropping an object detaches it.
     objects: Vec<Ebpf>,
+    /// Per event family: records dropped because its ring buffer was full (per CPU).
+    lost: Vec<PerCpuArray<MapData, u64>>,
     shared: Arc<Shared>,
     stop_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<Finished>>,
@@ -404,6 +406,7 @@ impl BpfObserver {
         let mut filters = Vec::new();
         let mut rings = Vec::new();
         let mut hists = Vec::new();
+        let mut lost = Vec::new();
         for family in FAMILIES {
             let (mut ebpf, notes) = match load_family(&mut loader, &btf, family, attach) {
                 Ok(loaded) => loaded,
@@ -446,6 +449,12 @@ impl BpfObserver {
                     Err(format!("bpf/{}.bpf.o lacks its maps", family.object)),
                 ));
                 continue;
+            }
+            if let Some(counter) = ebpf
+                .take_map("lost_events")
+                .and_then(|m| PerCpuArray::try_from(m).ok())
+            {
+                lost.push(counter);
             }
             filters.push(Filters { pidns, netns });
             objects.push(ebpf);
@@ -508,6 +517,7 @@ impl BpfObserver {
             attached,
             load_time,
             objects,
+            lost,
             shared,
             stop_tx,
             tasks,
@@ -590,6 +600,17 @@ impl BpfObserver {
     /// How long loading and attaching took.
     pub fn load_time(&self) -> Duration {
         self.load_time
+    }
+
+    /// Records the programs dropped since loading because a ring buffer was full (the reader
+    /// fell behind), summed over every event family and CPU. 0 means every record that passed
+    /// the in-kernel filters reached user space.
+    pub fn lost_events(&self) -> u64 {
+        self.lost
+            .iter()
+            .filter_map(|m| m.get(&0, 0).ok())
+            .map(|per_cpu| per_cpu.iter().sum::<u64>())
+            .sum()
     }
 
     /// Flushes histograms as final RUNQ_DELAY / BLOCK_IO_LATENCY observations, drains the ring buffer, detaches.
