@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod container;
+pub mod network;
 
 /// Why a fault could not be injected or healed.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +127,7 @@ pub struct Injected {
 pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, FaultError> {
     match spec.kind {
         "kill" | "stop" | "pause" => container::inject(cx, spec).await,
+        "network_partition" => network::inject(cx, spec).await,
         other => Err(FaultError::Unsupported {
             fault: format!("{other} {}", spec.target),
             why: format!("the fault kind {other} is not implemented in this version"),
