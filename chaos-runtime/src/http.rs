@@ -33,6 +33,20 @@ pub async fn request(
     body: Option<Bytes>,
     timeout: Duration,
 ) -> Result<(u16, Bytes), String> {
+    request_with_header(client, method, url, body, timeout, None)
+        .await
+        .map(|(status, body, _)| (status, body))
+}
+
+/// Like [`request`], also returning the value of one answer header (e.g. `x-cache`).
+pub async fn request_with_header(
+    client: &HttpClient,
+    method: hyper::Method,
+    url: &str,
+    body: Option<Bytes>,
+    timeout: Duration,
+    header: Option<&str>,
+) -> Result<(u16, Bytes, Option<String>), String> {
     let mut req = hyper::Request::builder().method(method).uri(url);
     if body.is_some() {
         req = req.header("content-type", "application/json");
@@ -43,13 +57,17 @@ pub async fn request(
     let fut = async {
         let resp = client.request(req).await.map_err(describe)?;
         let status = resp.status().as_u16();
+        let value = header
+            .and_then(|h| resp.headers().get(h))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let body = resp
             .into_body()
             .collect()
             .await
             .map_err(|e| format!("body: {e}"))?
             .to_bytes();
-        Ok((status, body))
+        Ok((status, body, value))
     };
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,

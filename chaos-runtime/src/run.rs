@@ -30,6 +30,8 @@ const NOISY_KINDS: &[&str] = &[
     "io_pressure",
     // When our own readiness probe sees the service back races with the workload's first success.
     "service_ready",
+    // Periodic pg_stat_activity counts: their number depends on the run's length.
+    "pg_connections",
 ];
 
 /// Runs one chaos test; panics (failing the `#[test]`) with a message naming the cause and fix.
@@ -277,9 +279,24 @@ fn assert_snapshot(spec: &Spec, tl: &Timeline, forced: Option<ObserverMode>) {
 
 /// Events that say a heal is done: the fault's mechanism is undone (a partition's rules are gone,
 /// a killed container runs again). `fault_healed` is stamped when the heal starts.
-const HEAL_DONE_KINDS: &[&str] = &["network_restored", "container_restarted", "container_start"];
+const HEAL_DONE_KINDS: &[&str] = &[
+    "network_restored",
+    "container_restarted",
+    "container_start",
+    // A pool exhaustion's slots are free again; a latency toxic or netem qdisc is gone (and the
+    // proxy's counters, read once it is, prove it acted).
+    "pool_released",
+    "toxic_removed",
+    "proxy_stats",
+    "netem_removed",
+];
 /// Of those, the ones after which the fault no longer acts at all (the service needs no restart).
-const FAULT_LIFTED_KINDS: &[&str] = &["network_restored"];
+const FAULT_LIFTED_KINDS: &[&str] = &[
+    "network_restored",
+    "pool_released",
+    "toxic_removed",
+    "netem_removed",
+];
 
 /// The timeline as snapshots see it; metrics and the journal keep the real times.
 /// - A request that started after `fault_healed` but before the fault was lifted (removing a
@@ -431,6 +448,12 @@ async fn experiment(
     let now_ms = move || (mono_ns() - t0) as f64 / 1e6;
     let wl_cfg = WorkloadConfig::default();
     let timeout_ms = wl_cfg.request_timeout.as_secs_f64() * 1000.0;
+    // Connection counts in the timeline, over a connection opened before any fault fills the server.
+    let pg_sampler = if spec.faults.iter().any(|f| f.kind == "pool_exhaustion") {
+        Some(fault::pool::PgSampler::start(stack.clone(), tx.clone()).await?)
+    } else {
+        None
+    };
     let workload = Workload::start(
         WorkloadKind::parse(spec.workload),
         stack.front_url(),
@@ -586,6 +609,9 @@ async fn experiment(
     };
     let end_ms = now_ms();
     let (samples, acked) = workload.stop().await;
+    if let Some(s) = pg_sampler {
+        s.stop().await;
+    }
 
     // 4. Observations: stop observers (flushes histograms), collect everything.
     drop(cx);
@@ -739,7 +765,9 @@ fn classify(e: &str) -> &'static str {
         "connection_refused"
     } else if e.contains("timeout") {
         "timeout"
-    } else if e.contains("reset") {
+    } else if e.contains("reset") || e.contains("closed before message completed") {
+        // The connection dropped under the request: an RST, or a close before any answer
+        // (which of the two a client sees when its peer dies is a matter of timing).
         "connection_reset"
     } else {
         "other"

@@ -21,6 +21,9 @@ pub struct Sample {
     /// Why it failed (`connection refused`, `timeout`, `HTTP 503: ...`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The service's `x-cache` answer header (`hit`, `miss`, `bypass`); reads only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
 }
 
 /// One thing that happened, from any source.
@@ -530,6 +533,7 @@ mod tests {
             ok,
             status: if ok { 201 } else { 503 },
             error: None,
+            cache: None,
         }
     }
 

@@ -132,26 +132,28 @@ impl Workload {
                             cfg.request_timeout,
                         )
                         .await
+                        .map(|(code, body)| (code, body, None))
                     } else {
                         let id = ids[i % ids.len()];
-                        http::request(
+                        http::request_with_header(
                             &client,
                             hyper::Method::GET,
                             &format!("{front}/orders/{id}"),
                             None,
                             cfg.request_timeout,
+                            Some("x-cache"),
                         )
                         .await
                     };
                     let end = mono_ns();
                     let (ok, status, error) = match &res {
-                        Ok((code, body)) if (200..300).contains(code) => {
+                        Ok((code, body, _)) if (200..300).contains(code) => {
                             if write && let Some(id) = parse_id(body) {
                                 acked.lock().unwrap().push(id);
                             }
                             (true, *code, None)
                         }
-                        Ok((code, body)) => {
+                        Ok((code, body, _)) => {
                             let text = String::from_utf8_lossy(body);
                             (
                                 false,
@@ -170,6 +172,7 @@ impl Workload {
                         ok,
                         status,
                         error,
+                        cache: res.ok().and_then(|(_, _, cache)| cache),
                     });
                     tokio::time::sleep(cfg.pace).await;
                 }

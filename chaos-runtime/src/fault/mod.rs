@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod container;
+pub mod latency;
 pub mod network;
+pub mod pool;
 
 /// Why a fault could not be injected or healed.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +130,8 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
     match spec.kind {
         "kill" | "stop" | "pause" => container::inject(cx, spec).await,
         "network_partition" => network::inject(cx, spec).await,
+        "pool_exhaustion" => pool::inject(cx, spec).await,
+        "latency" => latency::inject(cx, spec).await,
         other => Err(FaultError::Unsupported {
             fault: format!("{other} {}", spec.target),
             why: format!("the fault kind {other} is not implemented in this version"),
