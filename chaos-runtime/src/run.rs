@@ -551,8 +551,16 @@ async fn experiment(
             );
             let guard = FaultGuard::new(injected.healing, cx.clone());
             tokio::time::sleep(Duration::from_millis(f.duration_ms)).await;
-            let healed = now_ms();
-            cx.event("fault_healed", f.target, &[("fault", f.kind.to_string())]);
+            // Stamped exactly as events are (rounded to 10 us), so `fault_healed` always opens
+            // the recovery phase instead of rounding down into the fault phase.
+            let healed_ns = mono_ns();
+            let healed = ((healed_ns as i128 - t0 as i128) as f64 / 1e6 * 100.0).round() / 100.0;
+            cx.event_at(
+                healed_ns,
+                "fault_healed",
+                f.target,
+                &[("fault", f.kind.to_string())],
+            );
             guard
                 .heal(Duration::from_millis(
                     spec.recover_within_ms.max(5_000) + 10_000,

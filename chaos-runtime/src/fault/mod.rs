@@ -9,8 +9,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) mod cgroup;
 pub mod container;
+pub mod cpu;
+pub mod disk;
 pub mod latency;
+pub mod memory;
 pub mod network;
 pub mod pool;
 
@@ -129,6 +133,9 @@ pub struct Injected {
 pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, FaultError> {
     match spec.kind {
         "kill" | "stop" | "pause" => container::inject(cx, spec).await,
+        "memory_oom" => memory::inject(cx, spec).await,
+        "cpu_throttle" => cpu::inject(cx, spec).await,
+        "disk_io" => disk::inject(cx, spec).await,
         "network_partition" => network::inject(cx, spec).await,
         "pool_exhaustion" => pool::inject(cx, spec).await,
         "latency" => latency::inject(cx, spec).await,

@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
-mod cgroup;
+pub(crate) mod cgroup;
 mod docker_events;
 mod kmsg;
 mod procfs;
