@@ -98,7 +98,8 @@ impl ChaosRun {
 
     /// A fresh PostgreSQL connection to the stack's database (through its 127.0.0.1 port).
     pub async fn postgres(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let (client, conn) = tokio_postgres::connect(&self.stack.postgres_config(), tokio_postgres::NoTls).await?;
+        let (client, conn) =
+            tokio_postgres::connect(&self.stack.postgres_config(), tokio_postgres::NoTls).await?;
         tokio::spawn(conn);
         Ok(client)
     }
