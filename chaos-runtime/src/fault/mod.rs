@@ -142,7 +142,7 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
         other => Err(FaultError::Unsupported {
             fault: format!("{other} {}", spec.target),
             why: format!("the fault kind {other} is not implemented in this version"),
-            fix: "use one of kill, stop, pause".into(),
+            fix: format!("use one of {}", crate::spec::FAULT_KINDS.join(", ")),
         }),
     }
 }
