@@ -139,6 +139,19 @@ pub struct Outcome {
     pub report: Option<PathBuf>,
 }
 
+/// Removes the journals, pages and summary cache of earlier runs (not logs or screenshots).
+fn clear_previous_runs(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir.join("runs"));
+    let _ = std::fs::remove_file(dir.join(".summaries.json"));
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x == "html") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
 /// Runs the suite; returns the process exit code.
 pub fn run(root: &Path, opts: &Opts) -> i32 {
     let term = Term::stderr();
@@ -157,6 +170,11 @@ pub fn run(root: &Path, opts: &Opts) -> i32 {
         }
     };
     let dir = suite::chaos_dir(root);
+    if opts.filter.is_none() && opts.test_args.is_empty() {
+        // The whole suite: the report shows this run only, not journals of earlier, partial or
+        // renamed experiments.
+        clear_previous_runs(&dir);
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut failed_experiments = 0;
