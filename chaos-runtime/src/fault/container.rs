@@ -13,15 +13,8 @@ pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultErr
         .service(spec.target)
         .expect("macro validated the target");
     let docker = cx.stack.docker();
-    let err = |call: &str| {
-        let fault = format!("{} {}", spec.kind, spec.target);
-        let call = call.to_string();
-        move |source| FaultError::Docker {
-            fault,
-            call,
-            source,
-        }
-    };
+    let fault = format!("{} {}", spec.kind, spec.target);
+    let err = |call: &str| FaultError::docker(&fault, call);
     match spec.kind {
         "kill" => {
             docker
@@ -99,9 +92,5 @@ pub async fn unpause(cx: &FaultCx, role: &str) -> Result<(), FaultError> {
         .docker()
         .unpause_container(&svc.id)
         .await
-        .map_err(|source| FaultError::Docker {
-            fault: format!("unpause {role}"),
-            call: "unpause".into(),
-            source,
-        })
+        .map_err(FaultError::docker(&format!("unpause {role}"), "unpause"))
 }

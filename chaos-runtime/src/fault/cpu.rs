@@ -88,14 +88,7 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
         .id
         .clone();
     let docker = cx.stack.docker().clone();
-    let err = |call: &str| {
-        let (fault, call) = (fault.clone(), call.to_string());
-        move |source| FaultError::Docker {
-            fault,
-            call,
-            source,
-        }
-    };
+    let err = |call: &str| FaultError::docker(&fault, call);
     let info = docker
         .inspect_container(&id, None::<InspectContainerOptions>)
         .await
@@ -151,11 +144,10 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
             .docker()
             .update_container(&id, restore(before))
             .await
-            .map_err(|source| FaultError::Docker {
-                fault: format!("cpu_throttle {role}"),
-                call: "update (restore the CPU quota)".into(),
-                source,
-            })
+            .map_err(FaultError::docker(
+                &format!("cpu_throttle {role}"),
+                "update (restore the CPU quota)",
+            ))
     });
     Ok(Injected { mechanism, healing })
 }

@@ -87,11 +87,7 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
     let info = docker
         .inspect_container(&id, None::<InspectContainerOptions>)
         .await
-        .map_err(|source| FaultError::Docker {
-            fault: fault.clone(),
-            call: "inspect".into(),
-            source,
-        })?;
+        .map_err(FaultError::docker(&fault, "inspect"))?;
     let pid = info.state.as_ref().and_then(|s| s.pid).unwrap_or(0).max(0) as u32;
     let path = data_path(info.mounts.as_deref().unwrap_or_default());
 

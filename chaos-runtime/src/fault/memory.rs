@@ -59,14 +59,7 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
             ),
         });
     }
-    let docker_err = |call: &str| {
-        let (fault, call) = (fault.clone(), call.to_string());
-        move |source| FaultError::Docker {
-            fault,
-            call,
-            source,
-        }
-    };
+    let docker_err = |call: &str| FaultError::docker(&fault, call);
     let info = docker
         .inspect_container(&id, None::<InspectContainerOptions>)
         .await
@@ -187,11 +180,10 @@ async fn restore_limit(
             },
         )
         .await
-        .map_err(|source| FaultError::Docker {
-            fault: fault.to_string(),
-            call: "update (restore the memory limit)".into(),
-            source,
-        })
+        .map_err(FaultError::docker(
+            fault,
+            "update (restore the memory limit)",
+        ))
 }
 
 /// What pushes the target past its limit.

@@ -61,6 +61,21 @@ pub enum FaultError {
     },
 }
 
+impl FaultError {
+    /// For `map_err` on a Docker call: `fault` names the fault, `call` the Docker call.
+    pub fn docker(
+        fault: &str,
+        call: &str,
+    ) -> impl FnOnce(testcontainers::bollard::errors::Error) -> FaultError + use<> {
+        let (fault, call) = (fault.to_string(), call.to_string());
+        move |source| FaultError::Docker {
+            fault,
+            call,
+            source,
+        }
+    }
+}
+
 /// What faults act on: the stack, the observers (to follow restarted containers), the event sink.
 pub struct FaultCx {
     /// The stack under test.

@@ -391,11 +391,10 @@ async fn stack_subnets(cx: &FaultCx, fault: &str) -> Result<Vec<String>, FaultEr
             None::<testcontainers::bollard::query_parameters::InspectNetworkOptions>,
         )
         .await
-        .map_err(|source| FaultError::Docker {
-            fault: fault.into(),
-            call: format!("network inspect {}", cx.stack.network),
-            source,
-        })?;
+        .map_err(FaultError::docker(
+            fault,
+            &format!("network inspect {}", cx.stack.network),
+        ))?;
     let all: Vec<String> = net
         .ipam
         .and_then(|i| i.config)
