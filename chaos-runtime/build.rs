@@ -40,7 +40,7 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let manifest =
         PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let src_dir = manifest.join("../bpf");
+    let src_dir = manifest.join("bpf");
     println!("cargo:rerun-if-changed={}", src_dir.display());
 
     let sources = bpf_sources(&src_dir);

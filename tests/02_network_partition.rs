@@ -8,6 +8,7 @@
 //! the service must recover by itself once the rules are gone, and lose no acknowledged order.
 use chaos_runtime::observe::Source;
 use chaos_runtime::{ChaosRun, Event, chaos_test};
+use chaos_trading::system;
 
 /// The order service's own deadline for one request's database work (DB_TIMEOUT_MS).
 const SERVICE_DB_TIMEOUT_MS: f64 = 1_000.0;

@@ -12,6 +12,7 @@
 //! The second test runs the same experiment without eBPF, where the memory cgroup's
 //! `memory.oom_control` counter, the kernel log (/dev/kmsg) and Docker's `oom` event see it.
 use chaos_runtime::{ChaosRun, Event, chaos_test};
+use chaos_trading::system;
 
 /// The longest PostgreSQL may take to serve again after the OOM kill, by itself (ms): from
 /// the kill to the end of the last failed request.

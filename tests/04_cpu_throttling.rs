@@ -9,6 +9,7 @@
 //! second test runs the same experiment without eBPF; throttling is a cgroup counter in both
 //! modes, the run-queue delay comes from /proc schedstat instead of sched tracepoints.
 use chaos_runtime::{ChaosRun, chaos_test};
+use chaos_trading::system;
 
 /// How much slower requests must be while throttled: fault p50 / baseline p50, and fault p99 /
 /// the unfaulted p99 (the lower of the baseline's and the steady phase's).

@@ -11,6 +11,7 @@
 //! container wrote to that disk while the throttle held, which must sit at the limit: the
 //! throttle bound the writes, they did not merely happen to be few.
 use chaos_runtime::{ChaosRun, chaos_test};
+use chaos_trading::system;
 
 /// How much slower orders must be while the disk is throttled: fault p50 / baseline p50, and
 /// fault p99 / the unfaulted p99 (the lower of the baseline's and the steady phase's).

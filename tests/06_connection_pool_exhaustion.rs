@@ -10,6 +10,7 @@
 use chaos_runtime::fault::pool::{HOG_APP, PG_CONNECTIONS, count_of};
 use chaos_runtime::timeline::{Event, Sample};
 use chaos_runtime::{ChaosRun, chaos_test};
+use chaos_trading::system;
 
 fn one<'a>(run: &'a ChaosRun, kind: &str) -> &'a Event {
     run.events(kind).into_iter().next().unwrap_or_else(|| {

@@ -6,6 +6,7 @@
 //! fill again once Redis is back (`miss`, then `hit`).
 use chaos_runtime::timeline::Sample;
 use chaos_runtime::{ChaosRun, chaos_test};
+use chaos_trading::system;
 
 fn p(v: &[f64], q: f64) -> f64 {
     chaos_runtime::timeline::percentile(v.iter().copied(), q)
@@ -50,10 +51,10 @@ async fn reads_survive_redis_death_through_postgres(run: ChaosRun) {
         let ph = phase(name);
         tl.samples
             .iter()
-            .filter(|s| s.t_ms >= ph.start_ms && s.t_ms < ph.end_ms && s.cache.is_some())
+            .filter(|s| s.t_ms >= ph.start_ms && s.t_ms < ph.end_ms && s.tag("cache").is_some())
             .collect()
     };
-    let with = |v: &[&Sample], c: &str| v.iter().filter(|s| s.cache.as_deref() == Some(c)).count();
+    let with = |v: &[&Sample], c: &str| v.iter().filter(|s| s.tag("cache") == Some(c)).count();
     let lat = |v: &[&Sample]| v.iter().map(|s| s.latency_ms).collect::<Vec<_>>();
 
     let base = reads_in("baseline");
@@ -109,7 +110,7 @@ async fn reads_survive_redis_death_through_postgres(run: ChaosRun) {
     let after: Vec<&Sample> = tl
         .samples
         .iter()
-        .filter(|s| s.t_ms >= back && s.t_ms < end && s.cache.is_some())
+        .filter(|s| s.t_ms >= back && s.t_ms < end && s.tag("cache").is_some())
         .collect();
     let last_second: Vec<&Sample> = after
         .iter()

@@ -7,6 +7,7 @@
 //! refused, and resuming heals it. nginx's own log goes with the run.
 use chaos_runtime::timeline::Sample;
 use chaos_runtime::{ChaosRun, chaos_test};
+use chaos_trading::system;
 
 fn fault_samples(run: &ChaosRun) -> Vec<&Sample> {
     let f = &run.timeline().faults[0];

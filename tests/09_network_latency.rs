@@ -14,6 +14,7 @@
 //! fsync varies by milliseconds, which would blur a ±2 ms measurement.
 use chaos_runtime::timeline::{Sample, percentile};
 use chaos_runtime::{ChaosRun, chaos_test};
+use chaos_trading::system;
 
 /// Cache hits in the baseline phase, and those that started after the toxic was in place and
 /// ended before the heal began (requests in flight at either edge got part of the delay).
@@ -34,7 +35,7 @@ fn hits(run: &ChaosRun) -> (Vec<f64>, Vec<f64>) {
         .first()
         .map(|e| e.t_ms)
         .expect("fault_healed event");
-    let hit = |s: &&Sample| s.ok && s.cache.as_deref() == Some("hit");
+    let hit = |s: &&Sample| s.ok && s.tag("cache") == Some("hit");
     let base = tl
         .samples
         .iter()

@@ -14,6 +14,7 @@
 //! reads  ok(bypass) fail(1 s timeout) ok(bypass)   ok(cache)
 //! ```
 use chaos_runtime::{ChaosRun, Event, chaos_test};
+use chaos_trading::system;
 
 // Budget. Recovery is measured from the last heal (Redis' restart, 4 s after the first fault).
 // By then the service has served from PostgreSQL alone for ~1 s. Measured over 5 runs: 0.3 ms

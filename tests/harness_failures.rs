@@ -1,6 +1,6 @@
 //! The harness itself under failure: a panicking body and a broken budget still remove every
 //! container, network and volume, and a broken budget prints the timeline that broke it.
-use chaos_runtime::__private::{FaultSpec, Spec, run};
+use chaos_runtime::__private::{FaultSpec, Spec, SteadySpec, run};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -58,7 +58,9 @@ fn a_panicking_body_still_removes_the_stack_and_heals() {
         }],
         recover_within_ms: 10_000,
         observer: Some("fallback"),
-        workload: "orders",
+        workload: None,
+        system: chaos_trading::system,
+        steady: SteadySpec::NONE,
         snapshot: false,
     };
     private_report_dir();
@@ -104,7 +106,9 @@ fn a_broken_budget_prints_the_timeline_and_removes_the_stack() {
         }],
         recover_within_ms: 1,
         observer: Some("fallback"),
-        workload: "orders",
+        workload: None,
+        system: chaos_trading::system,
+        steady: SteadySpec::NONE,
         snapshot: false,
     };
     private_report_dir();

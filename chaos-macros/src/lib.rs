@@ -5,11 +5,8 @@
 //! data plus one call to `chaos_runtime::__private::run` (`render`). All behaviour lives in
 //! the runtime.
 
-mod lists;
 mod parse;
 mod render;
-mod suggest;
-mod units;
 mod validate;
 
 use proc_macro::TokenStream;

@@ -1,10 +1,11 @@
 //! Output: the `#[test]` fn that hands the spec and the body to the runtime.
 
 use proc_macro2::{Ident, Literal, Span, TokenStream};
-use quote::quote;
+use quote::{quote, quote_spanned};
 use syn::Visibility;
+use syn::spanned::Spanned;
 
-use crate::validate::{Fault, Test};
+use crate::validate::{Fault, Steady, Test};
 
 /// The expansion of a valid test (see the crate docs for its shape).
 pub fn render(test: Test) -> TokenStream {
@@ -17,15 +18,38 @@ pub fn render(test: Test) -> TokenStream {
         observer,
         workload,
         snapshot,
+        system,
+        steady,
     } = test;
     let name = func.sig.ident.clone();
     let vis = std::mem::replace(&mut func.vis, Visibility::Inherited);
     let faults = faults.iter().map(fault);
     let recover_within_ms = Literal::u64_unsuffixed(recover_within_ms);
-    let observer = match observer {
-        Some(observer) => quote!(::std::option::Option::Some(#observer)),
-        None => quote!(::std::option::Option::None),
+    let observer = option(observer.map(|o| quote!(#o)));
+    let workload = option(workload.map(|w| quote!(#w)));
+    // Without `system = ..`, the name `system` as the test's module sees it: a `fn system()` of
+    // the file or a `use my_app::system;` sets the default for every test of the file.
+    let system = match system {
+        Some(path) => quote_spanned!(path.span()=> #path),
+        None => quote!(system),
     };
+    let Steady {
+        ok_ratio,
+        p99_ms,
+        window_ms,
+    } = steady;
+    let ok_ratio = option(ok_ratio.map(|r| {
+        let r = Literal::f64_unsuffixed(r.parse().expect("validated"));
+        quote!(#r)
+    }));
+    let p99_ms = option(p99_ms.map(|ms| {
+        let ms = Literal::u64_unsuffixed(ms);
+        quote!(#ms)
+    }));
+    let window_ms = option(window_ms.map(|ms| {
+        let ms = Literal::u64_unsuffixed(ms);
+        quote!(#ms)
+    }));
     // `mixed_site`: the closure's parameter cannot shadow a test fn that is itself named `run`.
     let body = if takes_run {
         let run = Ident::new("run", Span::mixed_site());
@@ -49,9 +73,22 @@ pub fn render(test: Test) -> TokenStream {
                 observer: #observer,
                 workload: #workload,
                 snapshot: #snapshot,
+                system: #system,
+                steady: ::chaos_runtime::__private::SteadySpec {
+                    ok_ratio: #ok_ratio,
+                    p99_ms: #p99_ms,
+                    window_ms: #window_ms,
+                },
             };
             ::chaos_runtime::__private::run(&__CHAOS_SPEC, ::std::boxed::Box::new(#body));
         }
+    }
+}
+
+fn option(value: Option<TokenStream>) -> TokenStream {
+    match value {
+        Some(v) => quote!(::std::option::Option::Some(#v)),
+        None => quote!(::std::option::Option::None),
     }
 }
 
@@ -133,8 +170,14 @@ mod tests {
                     }],
                     recover_within_ms: 10000,
                     observer: ::std::option::Option::None,
-                    workload: "orders",
+                    workload: ::std::option::Option::None,
                     snapshot: true,
+                    system: system,
+                    steady: ::chaos_runtime::__private::SteadySpec {
+                        ok_ratio: ::std::option::Option::None,
+                        p99_ms: ::std::option::Option::None,
+                        window_ms: ::std::option::Option::None,
+                    },
                 };
                 ::chaos_runtime::__private::run(
                     &__CHAOS_SPEC,

@@ -5,13 +5,13 @@ use proc_macro2::Span;
 use quote::ToTokens;
 use syn::{Attribute, Expr, FnArg, ItemFn, Lit, LitStr, ReturnType, Type};
 
-use crate::lists::{
-    self, DIRECTIONS, FAULT_KINDS, OBSERVERS, ParamType, TARGETS, WORKLOADS, all_params,
-    faults_taking, param_type, params_of,
-};
 use crate::parse::{Arg, Input, Value};
-use crate::suggest::{did_you_mean, listing, unknown};
-use crate::units::{self, DURATION_FORMS, Invalid, SIZE_FORMS};
+use chaos_spec::suggest::{did_you_mean, listing, unknown};
+use chaos_spec::units::{self, DURATION_FORMS, Invalid, SIZE_FORMS};
+use chaos_spec::{
+    self as lists, DIRECTIONS, FAULT_KINDS, OBSERVERS, ParamType, all_params, faults_taking,
+    param_type, params_of, valid_role,
+};
 
 /// A checked test, ready to render.
 pub struct Test {
@@ -24,14 +24,28 @@ pub struct Test {
     pub faults: Vec<Fault>,
     pub recover_within_ms: u64,
     pub observer: Option<String>,
-    pub workload: String,
+    pub workload: Option<String>,
     pub snapshot: bool,
+    /// `system = path`: the function that declares the system; `None`: `system` at the call site.
+    pub system: Option<syn::Path>,
+    pub steady: Steady,
+}
+
+/// Per-test overrides of the system's steady-state hypothesis.
+#[derive(Default)]
+pub struct Steady {
+    /// `steady_ok_ratio = "0.99"`, as written (checked to be in (0, 1]).
+    pub ok_ratio: Option<String>,
+    /// `steady_p99 = "200ms"`: a fixed latency ceiling, ms.
+    pub p99_ms: Option<u64>,
+    /// `steady_window = "1s"`: how long the hypothesis must hold, ms.
+    pub window_ms: Option<u64>,
 }
 
 /// One checked fault: mirrors `chaos_runtime::__private::FaultSpec`.
 pub struct Fault {
     pub kind: &'static str,
-    pub target: &'static str,
+    pub target: String,
     pub after_ms: u64,
     pub duration_ms: u64,
     /// Normalised: `(key, value)` as the runtime reads them.
@@ -48,6 +62,10 @@ const TEST_KEYS: &[&str] = &[
     "observer",
     "workload",
     "snapshot",
+    "system",
+    "steady_ok_ratio",
+    "steady_p99",
+    "steady_window",
 ];
 
 /// Keys every fault takes, inside `faults(KIND(..))`.
@@ -102,6 +120,8 @@ pub fn validate(input: Input) -> syn::Result<Test> {
             observer: options.observer,
             workload: options.workload,
             snapshot: options.snapshot,
+            system: options.system,
+            steady: options.steady,
         }),
         // Every path that yields no options has pushed an error.
         (None, None) => Err(syn::Error::new(
@@ -233,8 +253,10 @@ struct Options {
     faults: Vec<Fault>,
     recover_within_ms: u64,
     observer: Option<String>,
-    workload: String,
+    workload: Option<String>,
     snapshot: bool,
+    system: Option<syn::Path>,
+    steady: Steady,
 }
 
 /// The keys of one level of the attribute: those set, and those guessed for unknown keys.
@@ -294,8 +316,10 @@ fn options(args: &[Arg], errors: &mut Errors) -> Option<Options> {
     let mut faults = Vec::new();
     let mut recover_within_ms = 0;
     let mut observer = None;
-    let mut workload = "orders";
+    let mut workload = None;
     let mut snapshot = true;
+    let mut system = None;
+    let mut steady = Steady::default();
     for arg in args {
         let key = arg.key.to_string();
         let known = top_level.contains(&key.as_str()) || key == "after";
@@ -309,7 +333,11 @@ fn options(args: &[Arg], errors: &mut Errors) -> Option<Options> {
         let checked = match key.as_str() {
             "recover_within" => recover_within(arg, errors).map(|ms| recover_within_ms = ms),
             "observer" => one_of(arg, "observer", OBSERVERS, errors).map(|o| observer = Some(o)),
-            "workload" => one_of(arg, "workload", WORKLOADS, errors).map(|w| workload = w),
+            "workload" => name(arg, "workload", errors).map(|w| workload = Some(w)),
+            "system" => system_path(arg, errors).map(|p| system = Some(p)),
+            "steady_ok_ratio" => ok_ratio(arg, errors).map(|r| steady.ok_ratio = Some(r)),
+            "steady_p99" => positive_duration(arg, errors).map(|ms| steady.p99_ms = Some(ms)),
+            "steady_window" => positive_duration(arg, errors).map(|ms| steady.window_ms = Some(ms)),
             "snapshot" => boolean(arg, errors).map(|b| snapshot = b),
             "faults" => composite(arg, errors).map(|f| faults = f),
             "after" => {
@@ -376,10 +404,7 @@ fn options(args: &[Arg], errors: &mut Errors) -> Option<Options> {
         if keys.missing("target") && !meant_faults {
             errors.at(
                 Span::call_site(),
-                format_args!(
-                    r#"missing `target`: the service the fault hits, e.g. `target = "postgres"`; one of {}"#,
-                    listing(TARGETS)
-                ),
+                r#"missing `target`: the role of the system the fault hits, e.g. `target = "postgres"`"#,
             );
         }
         match single.finish() {
@@ -391,8 +416,10 @@ fn options(args: &[Arg], errors: &mut Errors) -> Option<Options> {
         faults,
         recover_within_ms,
         observer: observer.map(str::to_owned),
-        workload: workload.to_owned(),
+        workload,
         snapshot,
+        system,
+        steady,
     })
 }
 
@@ -406,7 +433,7 @@ fn unknown_option(key: &str) -> String {
         message += &format!(", did you mean `{guess}`?");
     }
     format!(
-        "{message}\noptions: `fault` or `faults(..)`, `target`, `duration`, `recover_within`, `observer`, `workload`, `snapshot`\nfault parameters: {}",
+        "{message}\noptions: `fault` or `faults(..)`, `target`, `duration`, `recover_within`, `system`, `workload`, `observer`, `snapshot`, `steady_ok_ratio`, `steady_p99`, `steady_window`\nfault parameters: {}",
         listing(&params)
     )
 }
@@ -495,8 +522,7 @@ fn composite_item(item: &Arg, errors: &mut Errors) -> Option<Fault> {
         errors.at(
             item.key.span(),
             format_args!(
-                "missing `target` for `{name}`: write `{name}(target = \"..\")` with one of {}",
-                listing(TARGETS)
+                "missing `target` for `{name}`: write `{name}(target = \"..\")` with a role of the system"
             ),
         );
     }
@@ -507,7 +533,7 @@ fn composite_item(item: &Arg, errors: &mut Errors) -> Option<Fault> {
 struct FaultBuilder {
     /// The fault's kind; `None` when unknown or missing (reported where the kind is written).
     kind: Option<&'static str>,
-    target: Option<&'static str>,
+    target: Option<String>,
     after_ms: u64,
     duration_ms: u64,
     params: Vec<(String, String)>,
@@ -529,7 +555,7 @@ impl FaultBuilder {
     /// `target`, `duration`, `after` or a fault parameter. `None` if it is invalid.
     fn set(&mut self, arg: &Arg, errors: &mut Errors) -> Option<()> {
         let checked = match arg.key.to_string().as_str() {
-            "target" => one_of(arg, "target", TARGETS, errors).map(|t| self.target = Some(t)),
+            "target" => name(arg, "target", errors).map(|t| self.target = Some(t)),
             "duration" => duration(arg, errors).map(|ms| self.duration_ms = ms),
             "after" => duration(arg, errors).map(|ms| self.after_ms = ms),
             _ => self.param(arg, errors),
@@ -695,6 +721,70 @@ fn parsed(
     }
 }
 
+/// `target = ".."` or `workload = ".."`: a role or workload name of the system. Which names
+/// exist is known only when the system is built, so the runtime checks that (before anything
+/// starts, with a "did you mean"); here only the shape.
+fn name(arg: &Arg, what: &str, errors: &mut Errors) -> Option<String> {
+    let lit = string(arg, errors)?;
+    let value = lit.value();
+    if valid_role(&value) {
+        return Some(value);
+    }
+    errors.at(
+        lit.span(),
+        format_args!(
+            "`{what}` names a {} of the system: lowercase letters, digits, `-` and `_`, starting with a letter, at most 32 characters; `{value}` is not one",
+            if what == "target" { "role" } else { "workload" }
+        ),
+    );
+    None
+}
+
+/// `system = path::to::fn`: a function `fn() -> chaos_runtime::System` (rustc checks the type).
+fn system_path(arg: &Arg, errors: &mut Errors) -> Option<syn::Path> {
+    if let Value::Expr(Expr::Path(p)) = &arg.value
+        && p.qself.is_none()
+    {
+        return Some(p.path.clone());
+    }
+    errors.spanned(
+        value_tokens(arg),
+        "`system` takes the path of a function that declares the system, without quotes: `system = my_app::system` (a `fn() -> chaos_runtime::System`)",
+    );
+    None
+}
+
+/// `steady_ok_ratio = "0.99"`: a decimal in (0, 1].
+fn ok_ratio(arg: &Arg, errors: &mut Errors) -> Option<String> {
+    let lit = string(arg, errors)?;
+    let text = lit.value();
+    match text.parse::<f64>() {
+        Ok(r) if units::is_positive_decimal(&text) && r > 0.0 && r <= 1.0 => Some(text),
+        _ => {
+            errors.at(
+                lit.span(),
+                format_args!(
+                    "`steady_ok_ratio` is the share of requests that must succeed, a decimal above 0 and at most 1, like \"0.99\"; `{text}` is not one"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// A duration greater than 0.
+fn positive_duration(arg: &Arg, errors: &mut Errors) -> Option<u64> {
+    let ms = duration(arg, errors)?;
+    if ms == 0 {
+        errors.spanned(
+            value_tokens(arg),
+            format_args!("`{}` must be more than 0", arg.key),
+        );
+        return None;
+    }
+    Some(ms)
+}
+
 /// A string option whose value is one of `allowed`.
 fn one_of(
     arg: &Arg,
@@ -771,6 +861,9 @@ fn example(key: &str) -> &'static str {
         "recover_within" => "10s",
         "observer" => "auto",
         "workload" => "orders",
+        "steady_ok_ratio" => "0.99",
+        "steady_p99" => "200ms",
+        "steady_window" => "1s",
         _ => match lists::param_type(key) {
             Some(ParamType::Duration) => "100ms",
             Some(ParamType::Size) => "64MiB",
@@ -821,12 +914,13 @@ mod tests {
         ));
         assert_eq!(test.faults.len(), 1);
         let fault = &test.faults[0];
-        assert_eq!((fault.kind, fault.target), ("kill", "postgres"));
+        assert_eq!((fault.kind, fault.target.as_str()), ("kill", "postgres"));
         assert_eq!((fault.after_ms, fault.duration_ms), (0, 3_000));
         assert!(fault.params.is_empty());
         assert_eq!(test.recover_within_ms, 10_000);
         assert_eq!(test.observer, None);
-        assert_eq!(test.workload, "orders");
+        assert_eq!(test.workload, None);
+        assert!(test.system.is_none());
         assert!(test.snapshot);
         assert!(test.takes_run);
     }
@@ -862,7 +956,7 @@ mod tests {
         );
         assert_eq!(test.recover_within_ms, 60_000);
         assert_eq!(test.observer.as_deref(), Some("bpf"));
-        assert_eq!(test.workload, "reads");
+        assert_eq!(test.workload.as_deref(), Some("reads"));
         assert!(!test.snapshot);
 
         let memory = ok(quote!(
@@ -914,7 +1008,7 @@ mod tests {
         let faults: Vec<_> = test
             .faults
             .iter()
-            .map(|f| (f.kind, f.target, f.after_ms, f.duration_ms))
+            .map(|f| (f.kind, f.target.as_str(), f.after_ms, f.duration_ms))
             .collect();
         assert_eq!(
             faults,

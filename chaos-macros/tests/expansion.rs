@@ -6,6 +6,11 @@
 
 use chaos_runtime::{ChaosRun, chaos_test};
 
+/// The default system of this file's tests (`system` at the call site).
+fn system() -> chaos_runtime::System {
+    chaos_runtime::System::new("expansion")
+}
+
 #[chaos_test(
     fault = "kill",
     target = "postgres",

@@ -7,7 +7,8 @@
 //!
 //! #[test]
 //! fn orders_survive_every_backend_dying_in_turn() {
-//!     let mut exp = Experiment::new("orders_survive_every_backend_dying_in_turn")
+//!     # fn system() -> chaos_runtime::System { unimplemented!() }
+//!     let mut exp = Experiment::new("orders_survive_every_backend_dying_in_turn", system)
 //!         .recover_within(Duration::from_secs(10));
 //!     for (i, target) in ["redis", "postgres"].into_iter().enumerate() {
 //!         exp = exp.fault(Fault::new("kill", target).after(Duration::from_secs(2 * i as u64)).hold(Duration::from_secs(1)));
@@ -19,10 +20,11 @@
 //! ```
 //!
 //! It runs through the same engine as `#[chaos_test]` (the same stack, observers, budget,
-//! ledger, snapshot and teardown); the fault kinds, targets and parameters are checked here at
-//! run time instead of at compile time, with the same lists.
+//! invariants, snapshot and teardown); the fault kinds and parameters are checked here at run
+//! time instead of at compile time, with the same lists (`chaos-spec`), and the roles against the
+//! system before anything starts.
 use crate::ChaosRun;
-use crate::spec::{FAULT_KINDS, FAULT_PARAMS, FaultSpec, Spec, TARGETS};
+use crate::spec::{FAULT_KINDS, FAULT_PARAMS, FaultSpec, Spec, SteadySpec};
 use std::future::Future;
 use std::time::Duration;
 
@@ -74,9 +76,10 @@ pub struct Experiment {
     faults: Vec<Fault>,
     recover_within: Duration,
     observer: Option<String>,
-    workload: String,
+    workload: Option<String>,
     snapshot: bool,
     manifest_dir: String,
+    system: fn() -> crate::System,
 }
 
 fn leak(s: String) -> &'static str {
@@ -85,15 +88,16 @@ fn leak(s: String) -> &'static str {
 
 impl Experiment {
     /// A new experiment; `name` names its snapshot and report (use the test function's name).
-    pub fn new(name: &str) -> Self {
+    pub fn new(name: &str, system: fn() -> crate::System) -> Self {
         Experiment {
             name: name.into(),
             faults: Vec::new(),
             recover_within: Duration::from_secs(10),
             observer: None,
-            workload: "orders".into(),
+            workload: None,
             snapshot: false,
             manifest_dir: std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()),
+            system,
         }
     }
 
@@ -115,9 +119,9 @@ impl Experiment {
         self
     }
 
-    /// `orders` or `reads`.
+    /// A workload of the system by name (default: its first).
     pub fn workload(mut self, w: &str) -> Self {
-        self.workload = w.into();
+        self.workload = Some(w.into());
         self
     }
 
@@ -140,11 +144,10 @@ impl Experiment {
                     FAULT_KINDS.join(", ")
                 ));
             }
-            if !TARGETS.contains(&f.target.as_str()) {
+            if !chaos_spec::valid_role(&f.target) {
                 return Err(format!(
-                    "unknown target {:?}; expected one of {}",
-                    f.target,
-                    TARGETS.join(", ")
+                    "{:?} is not a role name: lowercase letters, digits, `-` and `_`, starting with a letter",
+                    f.target
                 ));
             }
             let allowed: Vec<String> = FAULT_PARAMS
@@ -211,8 +214,10 @@ impl Experiment {
             faults: Box::leak(faults.into_boxed_slice()),
             recover_within_ms: self.recover_within.as_millis() as u64,
             observer: self.observer.clone().map(leak),
-            workload: leak(self.workload.clone()),
+            workload: self.workload.clone().map(leak),
             snapshot: self.snapshot,
+            system: self.system,
+            steady: SteadySpec::default(),
         }));
         crate::__private::run(spec, Box::new(move |run| Box::pin(body(run))));
     }
@@ -222,26 +227,30 @@ impl Experiment {
 mod tests {
     use super::*;
 
+    fn system() -> crate::System {
+        crate::System::new("empty")
+    }
+
     #[test]
     fn validation_names_the_fix() {
-        let e = Experiment::new("x").validate().unwrap_err();
+        let e = Experiment::new("x", system).validate().unwrap_err();
         assert!(e.contains("Fault::new"), "{e}");
-        let e = Experiment::new("x")
+        let e = Experiment::new("x", system)
             .fault(Fault::new("kil", "postgres"))
             .validate()
             .unwrap_err();
         assert!(e.contains("unknown fault") && e.contains("kill"), "{e}");
-        let e = Experiment::new("x")
-            .fault(Fault::new("kill", "mysql"))
+        let e = Experiment::new("x", system)
+            .fault(Fault::new("kill", "My SQL"))
             .validate()
             .unwrap_err();
-        assert!(e.contains("unknown target"), "{e}");
-        let e = Experiment::new("x")
+        assert!(e.contains("not a role name"), "{e}");
+        let e = Experiment::new("x", system)
             .fault(Fault::new("kill", "redis").param("latency_ms", 5))
             .validate()
             .unwrap_err();
         assert!(e.contains("takes no parameter"), "{e}");
-        Experiment::new("x")
+        Experiment::new("x", system)
             .fault(
                 Fault::new("latency", "redis")
                     .param("latency_ms", 100)

@@ -1,6 +1,7 @@
-//! The trading-system image, built locally from Debian packages (no registry needed).
+//! The base image (Debian bookworm with PostgreSQL 15, Redis, nginx, iproute2, iptables), built
+//! locally from Debian packages (no registry needed).
 //!
-//! The recipe (`fixtures/image/`) is embedded in this crate; the image tag is a hash of it, so a
+//! The recipe (`image/` in this crate) is embedded in this crate; the image tag is a hash of it, so a
 //! changed recipe builds a new image and an unchanged one is reused. The first test to need the
 //! image builds it under a file lock; every other test, in this process or another, waits on the
 //! lock and then finds the image.
@@ -12,11 +13,11 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 use testcontainers::bollard::Docker;
 
-const BUILD_SH: &str = include_str!("../../fixtures/image/build.sh");
-const PACKAGES: &str = include_str!("../../fixtures/image/packages");
+const BUILD_SH: &str = include_str!("../image/build.sh");
+const PACKAGES: &str = include_str!("../image/packages");
 const ROOTFS: &[(&str, &str)] = &[(
     "usr/local/bin/chaos-postgres",
-    include_str!("../../fixtures/image/rootfs/usr/local/bin/chaos-postgres"),
+    include_str!("../image/rootfs/usr/local/bin/chaos-postgres"),
 )];
 
 /// Why the image could not be had.
@@ -55,7 +56,7 @@ pub enum ImageError {
     },
 }
 
-/// The image's tag: `chaos-trading:<12 hex of the recipe's hash>`.
+/// The image tag: `chaos-base:<12 hex of the recipe hash>`.
 pub fn tag() -> String {
     let mut h = Sha256::new();
     h.update(BUILD_SH);
@@ -66,7 +67,7 @@ pub fn tag() -> String {
     }
     let digest = h.finalize();
     let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    format!("chaos-trading:{hex}")
+    format!("chaos-base:{hex}")
 }
 
 /// Ensures the image exists, building it at most once across all parallel tests.

@@ -28,17 +28,19 @@ pub mod docker;
 pub mod doctor;
 pub mod experiment;
 pub mod fault;
-mod http;
+pub mod http;
 pub mod image;
+pub mod invariant;
 pub mod journal;
-pub mod ledger;
 pub mod observe;
 pub mod progress;
 pub mod report;
 mod run;
 pub mod slots;
+mod snapshot;
 pub mod spec;
 pub mod stack;
+pub mod system;
 pub mod timeline;
 pub mod workload;
 
@@ -47,9 +49,13 @@ pub mod workload;
 pub mod __private;
 
 pub use chaos_macros::chaos_test;
+pub use chaos_spec as vocabulary;
 pub use experiment::{Experiment, Fault};
+pub use invariant::{Invariant, SqlLedger, Violation};
 pub use spec::{FaultSpec, Spec};
+pub use system::{Probe, Service, SteadyState, System};
 pub use timeline::{Event, Metrics, Timeline};
+pub use workload::{Ack, HttpWorkload, Outcome, Workload, WorkloadCx};
 
 use std::sync::Arc;
 
@@ -57,15 +63,12 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct ChaosRun {
     pub(crate) timeline: Timeline,
-    pub(crate) acked: Vec<i64>,
+    pub(crate) acked: Vec<workload::Ack>,
     pub(crate) stack: Arc<stack::Stack>,
+    pub(crate) invariants: Arc<Vec<Arc<dyn invariant::Invariant>>>,
 }
 
 impl ChaosRun {
-    pub(crate) fn clone_for_body(&self) -> ChaosRun {
-        self.clone()
-    }
-
     /// The full timeline: phases, faults, events, samples, metrics.
     pub fn timeline(&self) -> &Timeline {
         &self.timeline
@@ -76,13 +79,14 @@ impl ChaosRun {
         &self.timeline.metrics
     }
 
-    /// Acknowledged writes that were not found in PostgreSQL after recovery.
-    pub fn lost_writes(&self) -> &[i64] {
+    /// What the system's invariants found broken after recovery (e.g. acknowledged writes that
+    /// are not stored, or not as written). Empty when every invariant held.
+    pub fn lost_writes(&self) -> &[invariant::Violation] {
         &self.timeline.lost_writes
     }
 
-    /// Every write the service acknowledged (order ids).
-    pub fn acknowledged_writes(&self) -> &[i64] {
+    /// Every write the system acknowledged during the run.
+    pub fn acknowledged_writes(&self) -> &[workload::Ack] {
         &self.acked
     }
 
@@ -96,16 +100,22 @@ impl ChaosRun {
         &self.stack
     }
 
-    /// A fresh PostgreSQL connection to the stack's database (through its 127.0.0.1 port).
-    pub async fn postgres(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let (client, conn) =
-            tokio_postgres::connect(&self.stack.postgres_config(), tokio_postgres::NoTls).await?;
+    /// A fresh connection to the PostgreSQL service `role` (declared with
+    /// [`system::Service::postgres`]).
+    pub async fn postgres(&self, role: &str) -> Result<tokio_postgres::Client, String> {
+        let cfg = self
+            .stack
+            .postgres_config(role)
+            .ok_or_else(|| format!("`{role}` is not declared as PostgreSQL"))?;
+        let (client, conn) = tokio_postgres::connect(&cfg, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         Ok(client)
     }
 
-    /// Checks the ledger again now: acknowledged writes missing from PostgreSQL.
-    pub async fn recheck_ledger(&self) -> Result<Vec<i64>, ledger::LedgerError> {
-        ledger::missing(&self.stack.postgres_config(), &self.acked).await
+    /// Checks the system's invariants again now.
+    pub async fn check_invariants(&self) -> Result<Vec<invariant::Violation>, String> {
+        invariant::check_all(&self.invariants, &self.stack, &self.acked).await
     }
 }

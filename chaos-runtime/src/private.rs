@@ -1,5 +1,5 @@
 //! Plumbing for the code `#[chaos_test]` expands to. Not a public API.
-pub use crate::spec::{FaultSpec, Spec};
+pub use crate::spec::{FaultSpec, Spec, SteadySpec};
 
 use std::future::Future;
 use std::pin::Pin;

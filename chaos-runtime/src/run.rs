@@ -1,38 +1,23 @@
-//! One chaos test from start to verdict: stack, observers, workload, baseline, fault, recovery,
-//! verdict, body, teardown.
+//! One chaos test from start to verdict, as a straight pipeline of phases:
+//! check → stack → observe → workload → baseline → faults → recovery → collect → invariants →
+//! verdict → body → teardown. Each phase is one function below, in that order.
 use crate::__private::Body;
 use crate::clock::mono_ns;
 use crate::fault::{self, FaultCx, FaultGuard};
-use crate::journal;
+use crate::invariant;
 use crate::observe::{Observation, ObserverMode, Observers, Source};
-use crate::spec::{FaultSpec, Spec};
-use crate::stack::{self, Stack, StackConfig};
+use crate::spec::{FaultSpec, Needs, Spec};
+use crate::stack::{self, Plan, Stack};
+use crate::system::{Ceiling, SteadyState, System, SystemError};
 use crate::timeline::{Event, FaultRecord, Hypothesis, Metrics, Phase, Timeline, percentile};
-use crate::workload::{Workload, WorkloadConfig, WorkloadKind};
-use crate::{ChaosRun, docker, image, ledger, progress, slots};
+use crate::workload::{Ack, Running, Workload, WorkloadCx};
+use crate::{ChaosRun, docker, journal, progress, slots, snapshot};
 use futures::FutureExt;
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Event kinds left out of snapshots: their presence depends on timing, not on behaviour.
-const NOISY_KINDS: &[&str] = &[
-    "tcp_state",
-    "tcp_retransmit",
-    "tcp_reset",
-    "runq_delay",
-    "block_io_latency",
-    "memory_pressure",
-    "io_throttled",
-    "cpu_throttled",
-    "cpu_pressure",
-    "io_pressure",
-    // When our own readiness probe sees the service back races with the workload's first success.
-    "service_ready",
-    // Periodic pg_stat_activity counts: their number depends on the run's length.
-    "pg_connections",
-];
+use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Runs one chaos test; panics (failing the `#[test]`) with a message naming the cause and fix.
 pub fn run_test(spec: &'static Spec, body: Body) {
@@ -68,6 +53,117 @@ impl<E: std::error::Error> From<E> for Failure {
     }
 }
 
+/// What the test asks of its system, checked before any resource exists.
+struct Checked {
+    plan: Plan,
+    workload: Arc<dyn Workload>,
+    steady: SteadyState,
+}
+
+async fn run_async(spec: &'static Spec, body: Body) -> Result<(), Failure> {
+    let (mode, mode_from_env) = observer_mode(spec)?;
+    let system = (spec.system)();
+    let checked = check(spec, &system)?;
+    let docker = docker::connect().await?;
+    sweep_left_behind(&docker).await;
+    let _slot = slots::acquire().await;
+    let id = run_id(spec);
+    progress::line(
+        "run",
+        &format!("{}: {}", spec.name, describe_faults(spec.faults)),
+    );
+    progress::phase(
+        spec.name,
+        progress::phases::STACK_STARTING,
+        &describe_faults(spec.faults),
+    );
+    let stack = Arc::new(Stack::start(&docker, &system, &checked.plan, &id).await?);
+    progress::phase(spec.name, progress::phases::BASELINE, "stack ready");
+
+    let result = AssertUnwindSafe(experiment(
+        spec,
+        &system,
+        &checked,
+        stack.clone(),
+        docker.clone(),
+        mode,
+    ))
+    .catch_unwind()
+    .await;
+    let (timeline, acked) = match result {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            finish_stack(&stack, true).await;
+            return Err(e);
+        }
+        Err(p) => {
+            finish_stack(&stack, true).await;
+            return Err(Failure::Panic(p));
+        }
+    };
+    let invariants = system.invariants.clone();
+    verdict(
+        spec,
+        timeline,
+        acked,
+        stack,
+        invariants,
+        body,
+        mode_from_env.then_some(mode),
+    )
+    .await
+}
+
+/// Check: the test's roles, workload and fault/target pairs against the system.
+fn check(spec: &Spec, system: &System) -> Result<Checked, SystemError> {
+    system.validate()?;
+    let mut plan = Plan::default();
+    for f in spec.faults {
+        let Some(svc) = system.get(f.target) else {
+            return Err(SystemError::unknown_role(system, f.target));
+        };
+        let unfit = |why: String| SystemError::Unfit {
+            fault: f.kind.to_string(),
+            role: f.target.to_string(),
+            why,
+        };
+        match chaos_spec::needs(f.kind) {
+            Some(Needs::Postgres) if svc.postgres.is_none() => {
+                return Err(unfit(
+                    "it needs a PostgreSQL service (declared with `Service::postgres`)".into(),
+                ));
+            }
+            Some(Needs::Ports) if svc.ports.is_empty() => {
+                return Err(unfit(
+                    "the fault proxy fronts a service's declared ports, and it declares none (`.port(N)`)".into(),
+                ));
+            }
+            _ => {}
+        }
+        if f.kind == "latency" && !plan.behind_proxy.iter().any(|r| r == f.target) {
+            plan.behind_proxy.push(f.target.to_string());
+        }
+    }
+    let (_, workload) = system
+        .workload_named(spec.workload)
+        .ok_or_else(|| SystemError::unknown_workload(system, spec.workload.unwrap_or("")))?;
+    let mut steady = system.steady.clone();
+    if let Some(r) = spec.steady.ok_ratio {
+        steady.ok_ratio = r;
+    }
+    if let Some(ms) = spec.steady.p99_ms {
+        steady.p99 = Ceiling::Fixed(Duration::from_millis(ms));
+    }
+    if let Some(ms) = spec.steady.window_ms {
+        steady.recovery_window = Duration::from_millis(ms);
+    }
+    Ok(Checked {
+        plan,
+        workload,
+        steady,
+    })
+}
+
 fn observer_mode(spec: &Spec) -> Result<(ObserverMode, bool), Failure> {
     if let Some(m) = spec.observer {
         return Ok((ObserverMode::parse(m).unwrap_or_default(), false));
@@ -79,14 +175,14 @@ fn observer_mode(spec: &Spec) -> Result<(ObserverMode, bool), Failure> {
     }
 }
 
-fn stack_config(spec: &Spec) -> StackConfig {
-    let mut cfg = StackConfig::default();
-    for f in spec.faults {
-        if f.kind == "latency" && !cfg.behind_proxy.iter().any(|r| r == f.target) {
-            cfg.behind_proxy.push(f.target.to_string());
-        }
+async fn sweep_left_behind(docker: &testcontainers::bollard::Docker) {
+    let swept = stack::sweep(docker).await;
+    if swept > 0 {
+        progress::line(
+            "stack",
+            &format!("removed {swept} resources left by killed runs"),
+        );
     }
-    cfg
 }
 
 fn run_id(spec: &Spec) -> String {
@@ -109,46 +205,453 @@ fn run_id(spec: &Spec) -> String {
     )
 }
 
-async fn run_async(spec: &'static Spec, body: Body) -> Result<(), Failure> {
-    let (mode, mode_from_env) = observer_mode(spec)?;
-    let docker = docker::connect().await?;
-    let swept = stack::sweep(&docker).await;
-    if swept > 0 {
-        progress::line(
-            "stack",
-            &format!("removed {swept} resources left by killed runs"),
-        );
+/// Times of a run, relative to its t0.
+#[derive(Clone, Copy)]
+struct Clock {
+    t0: u64,
+}
+
+impl Clock {
+    fn now_ms(self) -> f64 {
+        (mono_ns() - self.t0) as f64 / 1e6
     }
-    let _slot = slots::acquire().await;
-    let image = image::ensure(&docker).await?;
-    let id = run_id(spec);
+
+    /// An instant as events are stamped: rounded to 10 us.
+    fn stamp(self, at_ns: u64) -> f64 {
+        ((at_ns as i128 - self.t0 as i128) as f64 / 1e6 * 100.0).round() / 100.0
+    }
+}
+
+/// Everything between a started stack and the verdict.
+async fn experiment(
+    spec: &'static Spec,
+    system: &System,
+    checked: &Checked,
+    stack: Arc<Stack>,
+    docker: testcontainers::bollard::Docker,
+    mode: ObserverMode,
+) -> Result<(Timeline, Vec<Ack>), Failure> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Observation>();
+    let observers = start_observers(&stack, docker, mode, tx.clone()).await?;
+    let clock = Clock { t0: mono_ns() };
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let pg_sampler = start_pg_sampler(spec, &stack, &tx).await?;
+    let workload = Running::start(
+        checked.workload.clone(),
+        WorkloadCx {
+            addrs: stack.client_addrs(),
+            http: crate::http::client(),
+        },
+        clock.t0,
+    )
+    .await
+    .map_err(|e| Failure::Message(format!("preparing the workload failed: {e}")))?;
+
+    let (baseline_start, recovery_hyp) =
+        match wait_baseline(&checked.steady, &workload, clock).await {
+            Ok(x) => x,
+            Err(why) => {
+                let samples = workload.stop().await.0;
+                return Err(baseline_failure(&stack, &checked.steady, &samples, why).await);
+            }
+        };
+    let cx = Arc::new(FaultCx {
+        stack: stack.clone(),
+        observers: observers.clone(),
+        sink: tx.clone(),
+    });
+    let inject_ms = clock.now_ms();
+    let faults = match run_faults(spec, &cx, clock).await {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = workload.stop().await;
+            return Err(e.into());
+        }
+    };
+    let heal_ms = faults
+        .iter()
+        .filter_map(|f| f.healed_ms)
+        .fold(inject_ms, f64::max);
+    let recovered = wait_recovery(spec, &recovery_hyp, &workload, heal_ms, clock).await;
+    let end_ms = clock.now_ms();
+    let (samples, acked) = workload.stop().await;
+    if let Some(s) = pg_sampler {
+        s.stop().await;
+    }
+    drop(cx);
+    let events = collect_events(observers, tx, rx, clock).await;
+    let phases = PhaseTimes {
+        baseline_start,
+        inject_ms,
+        heal_ms,
+        recovered,
+        end_ms,
+    };
+    let mut tl = timeline(spec, started_unix_ms, phases, faults, events, samples);
+    tl.hypothesis = recovery_hyp;
+    finish_timeline(spec, &mut tl, &phases, &acked, &stack).await;
+    tl.lost_writes = invariant::check_all(&system.invariants, &stack, &acked)
+        .await
+        .map_err(Failure::Message)?;
+    report_recovery(spec, &tl, acked.len());
+    Ok((tl, acked))
+}
+
+/// Observe: the observers, watching every service of the stack.
+async fn start_observers(
+    stack: &Stack,
+    docker: testcontainers::bollard::Docker,
+    mode: ObserverMode,
+    tx: crate::observe::Sink,
+) -> Result<Arc<Observers>, Failure> {
+    let observers = Arc::new(Observers::start(mode, docker, tx).await?);
+    for role in stack.roles() {
+        if let Ok(w) = stack.watched(&role).await {
+            observers.watch(w).await;
+        }
+    }
+    progress::line(
+        "observe",
+        &observers
+            .choices()
+            .iter()
+            .map(|c| format!("{}={}", c.signal, crate::timeline::source_name(c.source)))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    Ok(observers)
+}
+
+/// Connection counts in the timeline while a pool is exhausted, over a connection opened before
+/// any fault fills the server.
+async fn start_pg_sampler(
+    spec: &Spec,
+    stack: &Arc<Stack>,
+    tx: &crate::observe::Sink,
+) -> Result<Option<fault::pool::PgSampler>, Failure> {
+    match spec.faults.iter().find(|f| f.kind == "pool_exhaustion") {
+        Some(f) => Ok(Some(
+            fault::pool::PgSampler::start(stack.clone(), f.target, tx.clone()).await?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Baseline: the steady state must hold for a full window before anything is broken. Returns
+/// when the holding window began, and the hypothesis recovery is measured against.
+async fn wait_baseline(
+    steady: &SteadyState,
+    workload: &Running,
+    clock: Clock,
+) -> Result<(f64, Hypothesis), String> {
+    let window_ms = steady.baseline_window.as_secs_f64() * 1000.0;
+    let hyp = Hypothesis {
+        window_ms,
+        min_ok_ratio: steady.ok_ratio,
+        max_p99_ms: None,
+        min_samples: steady.min_samples * 2,
+    };
+    let deadline_ms = steady.baseline_deadline.as_secs_f64() * 1000.0;
+    let start = loop {
+        if let Some(t) = hyp.first_holding(&workload.samples(), 500.0, clock.now_ms()) {
+            break t;
+        }
+        if clock.now_ms() > deadline_ms {
+            return Err(format!(
+                "the system never reached its steady state within {:.0} s before the fault",
+                deadline_ms / 1000.0
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let base: Vec<f64> = workload
+        .samples()
+        .iter()
+        .filter(|s| s.t_ms >= start && s.t_ms < start + window_ms)
+        .map(|s| s.latency_ms)
+        .collect();
+    let base_p99 = percentile(base.iter().copied(), 0.99);
+    let max_p99_ms = match steady.p99 {
+        Ceiling::FromBaseline { factor, plus } => {
+            Some((base_p99 * factor).max(base_p99 + plus.as_secs_f64() * 1000.0))
+        }
+        Ceiling::Fixed(d) => Some(d.as_secs_f64() * 1000.0),
+        Ceiling::None => None,
+    };
+    Ok((
+        start,
+        Hypothesis {
+            window_ms: steady.recovery_window.as_secs_f64() * 1000.0,
+            min_ok_ratio: steady.ok_ratio,
+            max_p99_ms,
+            min_samples: steady.min_samples,
+        },
+    ))
+}
+
+async fn baseline_failure(
+    stack: &Stack,
+    steady: &SteadyState,
+    samples: &[crate::timeline::Sample],
+    why: String,
+) -> Failure {
+    let failed: Vec<_> = samples
+        .iter()
+        .filter(|s| !s.ok)
+        .take(3)
+        .filter_map(|s| s.error.clone())
+        .collect();
+    let mut logs = String::new();
+    for role in stack.roles() {
+        logs.push_str(&format!("--- {role}:\n{}", stack.logs(&role, 10).await));
+    }
+    Failure::Message(format!(
+        "{why}: {} requests, {} failed (e.g. {failed:?}); the hypothesis wants {:.0}% ok in a {:.1} s window. \
+         Fix the system or its steady state (`SteadyState`, `steady_ok_ratio`). Logs of the services:\n{logs}",
+        samples.len(),
+        samples.iter().filter(|s| !s.ok).count(),
+        steady.ok_ratio * 100.0,
+        steady.baseline_window.as_secs_f64(),
+    ))
+}
+
+/// Faults: each injected at its offset, held, healed; a guard heals on panic.
+async fn run_faults(
+    spec: &'static Spec,
+    cx: &Arc<FaultCx>,
+    clock: Clock,
+) -> Result<Vec<FaultRecord>, fault::FaultError> {
     progress::line(
         "run",
-        &format!("{}: {}", spec.name, describe_faults(spec.faults)),
+        &format!("{}: baseline held, injecting", spec.fn_name),
     );
     progress::phase(
         spec.name,
-        progress::phases::STACK_STARTING,
+        progress::phases::FAULT_INJECTED,
         &describe_faults(spec.faults),
     );
-    let stack = Arc::new(Stack::start(&docker, &image, &id, &stack_config(spec)).await?);
-    progress::phase(spec.name, progress::phases::BASELINE, "stack ready");
+    // `after` counts from the first injection (see `FaultSpec::after_ms`): the earliest fault
+    // starts at once, so the fault phase never opens on nothing injected.
+    let first_after = spec.faults.iter().map(|f| f.after_ms).min().unwrap_or(0);
+    let runs = spec
+        .faults
+        .iter()
+        .map(|f| one_fault(spec, f, cx.clone(), f.after_ms - first_after, clock));
+    let records = futures::future::join_all(runs).await;
+    let records = records.into_iter().collect::<Result<Vec<_>, _>>()?;
+    progress::line(
+        "run",
+        &format!("{}: healed, waiting for the steady state", spec.fn_name),
+    );
+    progress::phase(
+        spec.name,
+        progress::phases::HEALED,
+        "waiting for the steady state",
+    );
+    Ok(records)
+}
 
-    let result = AssertUnwindSafe(experiment(spec, stack.clone(), docker.clone(), mode))
-        .catch_unwind()
-        .await;
-    let (timeline, acked) = match result {
-        Ok(Ok(x)) => x,
-        Ok(Err(e)) => {
-            finish_stack(&stack, true).await;
-            return Err(e);
+async fn one_fault(
+    spec: &Spec,
+    f: &'static FaultSpec,
+    cx: Arc<FaultCx>,
+    delay_ms: u64,
+    clock: Clock,
+) -> Result<FaultRecord, fault::FaultError> {
+    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    let at = clock.now_ms();
+    let at_ns = mono_ns();
+    let injected = fault::inject(&cx, f).await?;
+    cx.event_at(
+        at_ns,
+        "fault_injected",
+        f.target,
+        &[
+            ("fault", f.kind.to_string()),
+            ("mechanism", injected.mechanism.clone()),
+        ],
+    );
+    let guard = FaultGuard::new(injected.healing, cx.clone());
+    tokio::time::sleep(Duration::from_millis(f.duration_ms)).await;
+    // Stamped exactly as events are, so `fault_healed` always opens the recovery phase
+    // instead of rounding down into the fault phase.
+    let healed_ns = mono_ns();
+    cx.event_at(
+        healed_ns,
+        "fault_healed",
+        f.target,
+        &[("fault", f.kind.to_string())],
+    );
+    guard
+        .heal(Duration::from_millis(
+            spec.recover_within_ms.max(5_000) + 10_000,
+        ))
+        .await?;
+    Ok(FaultRecord {
+        kind: f.kind.to_string(),
+        target: f.target.to_string(),
+        mechanism: injected.mechanism,
+        injected_ms: at,
+        healed_ms: Some(clock.stamp(healed_ns)),
+        params: f
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    })
+}
+
+/// Recovery: the first instant after heal from which the hypothesis holds for a full window.
+async fn wait_recovery(
+    spec: &Spec,
+    hyp: &Hypothesis,
+    workload: &Running,
+    heal_ms: f64,
+    clock: Clock,
+) -> Option<f64> {
+    let timeout_ms = workload.request_timeout.as_secs_f64() * 1000.0;
+    let deadline = heal_ms + spec.recover_within_ms as f64 + hyp.window_ms + timeout_ms + 2000.0;
+    loop {
+        // Only windows whose requests have all completed (started > one timeout ago).
+        if let Some(t) =
+            hyp.first_holding(&workload.samples(), heal_ms, clock.now_ms() - timeout_ms)
+        {
+            return Some(t);
         }
-        Err(p) => {
-            finish_stack(&stack, true).await;
-            return Err(Failure::Panic(p));
+        if clock.now_ms() > deadline {
+            return None;
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Collect: stop the observers (flushes histograms) and take every observation.
+async fn collect_events(
+    observers: Arc<Observers>,
+    tx: crate::observe::Sink,
+    mut rx: UnboundedReceiver<Observation>,
+    clock: Clock,
+) -> (Vec<Event>, Vec<crate::observe::SignalChoice>) {
+    let choices = observers.choices();
+    if let Ok(obs) = Arc::try_unwrap(observers) {
+        obs.stop().await;
+    }
+    drop(tx);
+    let mut events = Vec::new();
+    while let Ok(o) = rx.try_recv() {
+        events.push(Event {
+            t_ms: clock.stamp(o.at_ns),
+            kind: o.kind,
+            source: o.source,
+            container: o.container,
+            detail: o.detail,
+        });
+    }
+    (events, choices)
+}
+
+#[derive(Clone, Copy)]
+struct PhaseTimes {
+    baseline_start: f64,
+    inject_ms: f64,
+    heal_ms: f64,
+    recovered: Option<f64>,
+    end_ms: f64,
+}
+
+fn timeline(
+    spec: &Spec,
+    started_unix_ms: u64,
+    t: PhaseTimes,
+    faults: Vec<FaultRecord>,
+    (events, observers): (Vec<Event>, Vec<crate::observe::SignalChoice>),
+    samples: Vec<crate::timeline::Sample>,
+) -> Timeline {
+    let phase = |name: &str, start_ms, end_ms| Phase {
+        name: name.into(),
+        start_ms,
+        end_ms,
     };
+    let mut phases = vec![
+        phase("warmup", 0.0, t.baseline_start),
+        phase("baseline", t.baseline_start, t.inject_ms),
+        phase("fault", t.inject_ms, t.heal_ms),
+        phase("recovery", t.heal_ms, t.recovered.unwrap_or(t.end_ms)),
+    ];
+    if let Some(r) = t.recovered {
+        phases.push(phase("steady", r, t.end_ms));
+    }
+    Timeline {
+        name: spec.name.to_string(),
+        started_unix_ms,
+        phases,
+        faults,
+        events,
+        samples,
+        hypothesis: Hypothesis::default(),
+        metrics: Metrics::default(),
+        observers,
+        lost_writes: Vec::new(),
+        attachments: BTreeMap::new(),
+    }
+}
 
+/// Metrics, the workload's own events and the faulted services' logs.
+async fn finish_timeline(
+    spec: &Spec,
+    tl: &mut Timeline,
+    t: &PhaseTimes,
+    acked: &[Ack],
+    stack: &Stack,
+) {
+    for f in spec.faults {
+        let name = format!("{}.log", f.target);
+        if !tl.attachments.contains_key(&name) {
+            tl.attachments.insert(name, stack.logs(f.target, 200).await);
+        }
+    }
+    tl.compute_metrics(
+        t.inject_ms,
+        t.heal_ms,
+        t.recovered,
+        spec.recover_within_ms as f64,
+    );
+    tl.metrics.acknowledged_writes = acked.len();
+    let workload_events = workload_events(tl, t.inject_ms, t.recovered);
+    tl.events.extend(workload_events);
+    tl.events.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
+}
+
+fn report_recovery(spec: &Spec, tl: &Timeline, acked: usize) {
+    let recovered = tl
+        .metrics
+        .time_to_recover_ms
+        .map(|t| format!("{t:.0} ms after heal"))
+        .unwrap_or_else(|| "never".into());
+    progress::line(
+        "run",
+        &format!(
+            "{}: recovered {recovered}, {acked} writes acknowledged, {} invariant violations",
+            spec.fn_name,
+            tl.lost_writes.len()
+        ),
+    );
+    progress::phase(spec.name, progress::phases::RECOVERED, &recovered);
+}
+
+/// Verdict: journal and report, budget, the body, teardown, snapshot.
+async fn verdict(
+    spec: &'static Spec,
+    timeline: Timeline,
+    acked: Vec<Ack>,
+    stack: Arc<Stack>,
+    invariants: Vec<Arc<dyn invariant::Invariant>>,
+    body: Body,
+    forced: Option<ObserverMode>,
+) -> Result<(), Failure> {
     let journal_path = journal::write(spec, &timeline);
     crate::report::after_run(journal_path.as_deref());
     let budget_failure = budget_failure(spec, &timeline);
@@ -156,10 +659,9 @@ async fn run_async(spec: &'static Spec, body: Body) -> Result<(), Failure> {
         timeline,
         acked,
         stack: stack.clone(),
+        invariants: Arc::new(invariants),
     };
-    let body_result = AssertUnwindSafe(body(run.clone_for_body()))
-        .catch_unwind()
-        .await;
+    let body_result = AssertUnwindSafe(body(run.clone())).catch_unwind().await;
     let failed = budget_failure.is_some() || body_result.is_err();
     finish_stack(&stack, failed).await;
     if let Some(p) = &journal_path {
@@ -174,11 +676,7 @@ async fn run_async(spec: &'static Spec, body: Body) -> Result<(), Failure> {
         return Err(Failure::Message(msg));
     }
     if spec.snapshot {
-        assert_snapshot(
-            spec,
-            &run.timeline,
-            if mode_from_env { Some(mode) } else { None },
-        );
+        snapshot::assert_snapshot(spec, &run.timeline, forced);
     }
     body_result.map_err(Failure::Panic)
 }
@@ -206,28 +704,6 @@ fn describe_faults(faults: &[FaultSpec]) -> String {
         .join(", ")
 }
 
-/// Signals whose delivery is behaviour (a kill, a stop, a crash), not a service's own chatter
-/// (postgres signals its children with SIGUSR1/SIGALRM/SIGINT all the time).
-const FATAL_SIGNALS: &[&str] = &["9", "15", "6", "11", "19"];
-
-fn snapshot_worthy(e: &Event) -> bool {
-    if NOISY_KINDS.contains(&e.kind.as_str()) {
-        return false;
-    }
-    match e.kind.as_str() {
-        "signal" => e
-            .detail
-            .get("signal")
-            .is_some_and(|s| FATAL_SIGNALS.contains(&s.as_str())),
-        // Processes come and go in every service; an exit by a fatal signal is the behaviour.
-        "process_exit" => e
-            .detail
-            .get("signal")
-            .is_some_and(|s| FATAL_SIGNALS.contains(&s.as_str())),
-        _ => true,
-    }
-}
-
 fn budget_failure(spec: &Spec, tl: &Timeline) -> Option<String> {
     let m = &tl.metrics;
     let mut problems = Vec::new();
@@ -243,10 +719,16 @@ fn budget_failure(spec: &Spec, tl: &Timeline) -> Option<String> {
         _ => {}
     }
     if !tl.lost_writes.is_empty() {
+        let shown: Vec<String> = tl
+            .lost_writes
+            .iter()
+            .take(20)
+            .map(|v| v.to_string())
+            .collect();
         problems.push(format!(
-            "{} acknowledged writes are not in PostgreSQL: {:?}",
+            "{} invariant violations: {}",
             tl.lost_writes.len(),
-            &tl.lost_writes[..tl.lost_writes.len().min(20)]
+            shown.join("; ")
         ));
     }
     if problems.is_empty() {
@@ -261,608 +743,29 @@ fn budget_failure(spec: &Spec, tl: &Timeline) -> Option<String> {
     }
 }
 
-fn assert_snapshot(spec: &Spec, tl: &Timeline, forced: Option<ObserverMode>) {
-    let mut settings = insta::Settings::clone_current();
-    settings.set_snapshot_path(std::path::Path::new(spec.manifest_dir).join("tests/snapshots"));
-    settings.set_prepend_module_to_snapshot(false);
-    settings.set_omit_expression(true);
-    settings.set_input_file(spec.file);
-    settings.set_description(format!("normalised timeline of {}", spec.name));
-    if let Some(m) = forced {
-        settings.set_snapshot_suffix(format!("{m:?}").to_lowercase());
-    }
-    let normalised = mask_addresses(snapshot_view(tl).normalised(snapshot_worthy));
-    settings.bind(|| {
-        insta::assert_yaml_snapshot!(spec.fn_name, normalised);
-    });
-}
-
-/// Events that say a heal is done: the fault's mechanism is undone (a partition's rules are gone,
-/// a killed container runs again). `fault_healed` is stamped when the heal starts.
-const HEAL_DONE_KINDS: &[&str] = &[
-    "network_restored",
-    "container_restarted",
-    "container_start",
-    // A pool exhaustion's slots are free again; a latency toxic or netem qdisc is gone (and the
-    // proxy's counters, read once it is, prove it acted).
-    "pool_released",
-    "toxic_removed",
-    "proxy_stats",
-    "netem_removed",
-];
-/// Of those, the ones after which the fault no longer acts at all (the service needs no restart).
-const FAULT_LIFTED_KINDS: &[&str] = &[
-    "network_restored",
-    "pool_released",
-    "toxic_removed",
-    "netem_removed",
-];
-
-/// The timeline as snapshots see it; metrics and the journal keep the real times.
-/// - A request that started after `fault_healed` but before the fault was lifted (removing a
-///   partition's rules and listing them back takes 10-40 ms, more on a loaded machine) met the
-///   fault, not the recovery, and whether one did is a matter of timing: such failures, and a
-///   `last_error` among them, count in the fault phase.
-/// - A heal that completes after the steady state already returned (a service the steady state
-///   does not need, e.g. a cache restarted last in a composite) is recovery work; whether the
-///   steady window began before or after it is timing: its events count in the recovery phase.
-fn snapshot_view(tl: &Timeline) -> std::borrow::Cow<'_, Timeline> {
-    use std::borrow::Cow;
-    let start = |name: &str| {
-        tl.phases
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| p.start_ms)
-    };
-    let Some(heal) = start("recovery") else {
-        return Cow::Borrowed(tl);
-    };
-    let steady = start("steady").unwrap_or(f64::INFINITY);
-    let lifted = tl
-        .events
-        .iter()
-        .filter(|e| FAULT_LIFTED_KINDS.contains(&e.kind.as_str()))
-        .map(|e| e.t_ms)
-        .fold(heal, f64::max);
-    let met_fault = |ok: bool, t: f64| !ok && t >= heal && t < lifted;
-    let late_heal = |e: &Event| HEAL_DONE_KINDS.contains(&e.kind.as_str()) && e.t_ms >= steady;
-    if !tl.samples.iter().any(|s| met_fault(s.ok, s.t_ms)) && !tl.events.iter().any(late_heal) {
-        return Cow::Borrowed(tl);
-    }
-    let mut v = tl.clone();
-    for e in v.events.iter_mut().filter(|e| late_heal(e)) {
-        e.t_ms = (steady - 0.01).max(heal);
-    }
-    let before = heal - 0.01;
-    for s in v.samples.iter_mut().filter(|s| met_fault(s.ok, s.t_ms)) {
-        s.t_ms = before;
-    }
-    for e in v
-        .events
-        .iter_mut()
-        .filter(|e| e.kind == "last_error" && met_fault(false, e.t_ms))
-    {
-        e.t_ms = before;
-    }
-    let metrics = tl.metrics.clone();
-    v.compute_metrics(0.0, heal, None, metrics.recover_budget_ms);
-    v.metrics = Metrics {
-        phases: std::mem::take(&mut v.metrics.phases),
-        ..metrics
-    };
-    Cow::Owned(v)
-}
-
-/// Snapshots do not name addresses: Docker picks the stack's subnet per run, and a partition's
-/// mechanism names it. IPv4 subnets become `<subnet>`, addresses `<ip>`.
-fn mask_addresses(mut n: crate::timeline::Normalised) -> crate::timeline::Normalised {
-    for f in &mut n.faults {
-        *f = mask_ipv4(f);
-    }
-    for e in &mut n.events {
-        if let Some(d) = &mut e.detail {
-            *d = mask_ipv4(d);
-        }
-    }
-    n
-}
-
-/// Replaces `a.b.c.d` with `<ip>` and `a.b.c.d/n` with `<subnet>`.
-fn mask_ipv4(s: &str) -> String {
-    let b = s.as_bytes();
-    let digits = |mut j: usize| {
-        let start = j;
-        while j < b.len() && b[j].is_ascii_digit() && j - start < 3 {
-            j += 1;
-        }
-        (j > start).then_some(j)
-    };
-    let mut out = String::with_capacity(s.len());
-    let mut i = 0;
-    while i < b.len() {
-        let boundary = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'.');
-        let mut end = None;
-        if boundary && b[i].is_ascii_digit() {
-            let mut j = i;
-            for part in 0..4 {
-                match digits(j) {
-                    Some(k) if part < 3 && k < b.len() && b[k] == b'.' => j = k + 1,
-                    Some(k) if part == 3 => end = Some(k),
-                    _ => break,
-                }
-            }
-        }
-        match end {
-            Some(k) if !(k < b.len() && (b[k].is_ascii_alphanumeric() || b[k] == b'.')) => {
-                match digits(k + 1).filter(|_| k < b.len() && b[k] == b'/') {
-                    Some(m) => {
-                        out.push_str("<subnet>");
-                        i = m;
-                    }
-                    None => {
-                        out.push_str("<ip>");
-                        i = k;
-                    }
-                }
-            }
-            _ => {
-                let c = s[i..].chars().next().expect("in bounds");
-                out.push(c);
-                i += c.len_utf8();
-            }
-        }
-    }
-    out
-}
-
-const BASELINE_WINDOW_MS: f64 = 2000.0;
-const RECOVERY_WINDOW_MS: f64 = 1000.0;
-
-async fn experiment(
-    spec: &'static Spec,
-    stack: Arc<Stack>,
-    docker: testcontainers::bollard::Docker,
-    mode: ObserverMode,
-) -> Result<(Timeline, Vec<i64>), Failure> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Observation>();
-    let observers = Arc::new(Observers::start(mode, docker, tx.clone()).await?);
-    for role in stack.roles() {
-        if let Ok(w) = stack.watched(&role).await {
-            observers.watch(w).await;
-        }
-    }
-    let choices = observers.choices();
-    progress::line(
-        "observe",
-        &choices
-            .iter()
-            .map(|c| format!("{}={}", c.signal, crate::timeline::source_name(c.source)))
-            .collect::<Vec<_>>()
-            .join(" "),
-    );
-    let t0 = mono_ns();
-    let started_unix_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let now_ms = move || (mono_ns() - t0) as f64 / 1e6;
-    let wl_cfg = WorkloadConfig::default();
-    let timeout_ms = wl_cfg.request_timeout.as_secs_f64() * 1000.0;
-    // Connection counts in the timeline, over a connection opened before any fault fills the server.
-    let pg_sampler = if spec.faults.iter().any(|f| f.kind == "pool_exhaustion") {
-        Some(fault::pool::PgSampler::start(stack.clone(), tx.clone()).await?)
-    } else {
-        None
-    };
-    let workload = Workload::start(
-        WorkloadKind::parse(spec.workload),
-        stack.front_url(),
-        t0,
-        wl_cfg,
-    )
-    .await;
-
-    // 1. Baseline: the steady state must hold for a full window before anything is broken.
-    let mut hyp = Hypothesis {
-        window_ms: BASELINE_WINDOW_MS,
-        min_ok_ratio: 1.0,
-        max_p99_ms: None,
-        min_samples: 10,
-    };
-    let baseline_deadline = 30_000.0;
-    let baseline_start = loop {
-        let samples = workload.samples();
-        if let Some(t) = hyp.first_holding(&samples, 500.0, now_ms()) {
-            break t;
-        }
-        if now_ms() > baseline_deadline {
-            let samples = workload.stop().await.0;
-            let failed: Vec<_> = samples
-                .iter()
-                .filter(|s| !s.ok)
-                .take(3)
-                .filter_map(|s| s.error.clone())
-                .collect();
-            return Err(Failure::Message(format!(
-                "the stack never reached its steady state within {:.0} s before the fault: {} requests, {} failed (e.g. {:?}). \
-                 Logs of the order service:\n{}",
-                baseline_deadline / 1000.0,
-                samples.len(),
-                samples.iter().filter(|s| !s.ok).count(),
-                failed,
-                stack.logs("orders", 15).await
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let base_samples: Vec<f64> = workload
-        .samples()
-        .iter()
-        .filter(|s| s.t_ms >= baseline_start && s.t_ms < baseline_start + BASELINE_WINDOW_MS)
-        .map(|s| s.latency_ms)
-        .collect();
-    let base_p99 = percentile(base_samples.iter().copied(), 0.99);
-    hyp = Hypothesis {
-        window_ms: RECOVERY_WINDOW_MS,
-        min_ok_ratio: 1.0,
-        max_p99_ms: Some((base_p99 * 4.0).max(base_p99 + 50.0)),
-        min_samples: 5,
-    };
-
-    // 2. Faults: each injected at its offset, held, healed; a guard heals on panic.
-    let cx = Arc::new(FaultCx {
-        stack: stack.clone(),
-        observers: observers.clone(),
-        sink: tx.clone(),
-    });
-    let inject_ms = now_ms();
-    progress::line(
-        "run",
-        &format!("{}: baseline held, injecting", spec.fn_name),
-    );
-    progress::phase(
-        spec.name,
-        progress::phases::FAULT_INJECTED,
-        &describe_faults(spec.faults),
-    );
-    // `after` counts from the first injection (see `FaultSpec::after_ms`): the earliest fault
-    // starts at once, so the fault phase never opens on nothing injected.
-    let first_after = spec.faults.iter().map(|f| f.after_ms).min().unwrap_or(0);
-    let runs = spec.faults.iter().map(|f| {
-        let cx = cx.clone();
-        async move {
-            tokio::time::sleep(Duration::from_millis(f.after_ms - first_after)).await;
-            let at = now_ms();
-            let at_ns = mono_ns();
-            let injected = fault::inject(&cx, f).await?;
-            let params: BTreeMap<String, String> = f
-                .params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            cx.event_at(
-                at_ns,
-                "fault_injected",
-                f.target,
-                &[
-                    ("fault", f.kind.to_string()),
-                    ("mechanism", injected.mechanism.clone()),
-                ],
-            );
-            let guard = FaultGuard::new(injected.healing, cx.clone());
-            tokio::time::sleep(Duration::from_millis(f.duration_ms)).await;
-            // Stamped exactly as events are (rounded to 10 us), so `fault_healed` always opens
-            // the recovery phase instead of rounding down into the fault phase.
-            let healed_ns = mono_ns();
-            let healed = ((healed_ns as i128 - t0 as i128) as f64 / 1e6 * 100.0).round() / 100.0;
-            cx.event_at(
-                healed_ns,
-                "fault_healed",
-                f.target,
-                &[("fault", f.kind.to_string())],
-            );
-            guard
-                .heal(Duration::from_millis(
-                    spec.recover_within_ms.max(5_000) + 10_000,
-                ))
-                .await?;
-            Ok::<_, fault::FaultError>(FaultRecord {
-                kind: f.kind.to_string(),
-                target: f.target.to_string(),
-                mechanism: injected.mechanism,
-                injected_ms: at,
-                healed_ms: Some(healed),
-                params,
-            })
-        }
-    });
-    let records = futures::future::join_all(runs).await;
-    let mut faults = Vec::new();
-    for r in records {
-        match r {
-            Ok(rec) => faults.push(rec),
-            Err(e) => {
-                let _ = workload.stop().await;
-                return Err(e.into());
-            }
-        }
-    }
-    let heal_ms = faults
-        .iter()
-        .filter_map(|f| f.healed_ms)
-        .fold(inject_ms, f64::max);
-    progress::line(
-        "run",
-        &format!("{}: healed, waiting for the steady state", spec.fn_name),
-    );
-    progress::phase(
-        spec.name,
-        progress::phases::HEALED,
-        "waiting for the steady state",
-    );
-
-    // 3. Recovery: the first instant after heal from which the hypothesis holds for a full window.
-    let recovery_deadline =
-        heal_ms + spec.recover_within_ms as f64 + RECOVERY_WINDOW_MS + timeout_ms + 2000.0;
-    let recovered = loop {
-        let samples = workload.samples();
-        // Only windows whose requests have all completed (started > one timeout ago).
-        if let Some(t) = hyp.first_holding(&samples, heal_ms, now_ms() - timeout_ms) {
-            break Some(t);
-        }
-        if now_ms() > recovery_deadline {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let end_ms = now_ms();
-    let (samples, acked) = workload.stop().await;
-    if let Some(s) = pg_sampler {
-        s.stop().await;
-    }
-
-    // 4. Observations: stop observers (flushes histograms), collect everything.
-    drop(cx);
-    if let Ok(obs) = Arc::try_unwrap(observers) {
-        obs.stop().await;
-    }
-    drop(tx);
-    let mut events = Vec::new();
-    while let Ok(o) = rx.try_recv() {
-        events.push(Event {
-            t_ms: ((o.at_ns as i128 - t0 as i128) as f64 / 1e6 * 100.0).round() / 100.0,
-            kind: o.kind,
-            source: o.source,
-            container: o.container,
-            detail: o.detail,
-        });
-    }
-    let mut tl = Timeline {
-        name: spec.name.to_string(),
-        started_unix_ms,
-        phases: vec![
-            Phase {
-                name: "warmup".into(),
-                start_ms: 0.0,
-                end_ms: baseline_start,
-            },
-            Phase {
-                name: "baseline".into(),
-                start_ms: baseline_start,
-                end_ms: inject_ms,
-            },
-            Phase {
-                name: "fault".into(),
-                start_ms: inject_ms,
-                end_ms: heal_ms,
-            },
-            Phase {
-                name: "recovery".into(),
-                start_ms: heal_ms,
-                end_ms: recovered.unwrap_or(end_ms),
-            },
-        ],
-        faults,
-        events,
-        samples,
-        hypothesis: hyp,
-        metrics: Metrics::default(),
-        observers: choices,
-        lost_writes: Vec::new(),
-        attachments: BTreeMap::new(),
-    };
-    // The faulted services' own logs go with the run.
-    for f in spec.faults {
-        let name = format!("{}.log", f.target);
-        if let std::collections::btree_map::Entry::Vacant(slot) = tl.attachments.entry(name) {
-            slot.insert(stack.logs(f.target, 200).await);
-        }
-    }
-    if let Some(r) = recovered {
-        tl.phases.push(Phase {
-            name: "steady".into(),
-            start_ms: r,
-            end_ms,
-        });
-    }
-    tl.compute_metrics(inject_ms, heal_ms, recovered, spec.recover_within_ms as f64);
-    tl.metrics.acknowledged_writes = acked.len();
-    let workload_events = workload_events(&tl, inject_ms, recovered);
-    tl.events.extend(workload_events);
-    tl.events.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
-
-    // 5. Ledger: every acknowledged write must be in PostgreSQL.
-    match ledger::missing(&stack.postgres_config(), &acked).await {
-        Ok(lost) => tl.lost_writes = lost,
-        Err(e) => return Err(e.into()),
-    }
-    progress::line(
-        "run",
-        &format!(
-            "{}: recovered {} after heal, {} writes acknowledged, {} lost",
-            spec.fn_name,
-            tl.metrics
-                .time_to_recover_ms
-                .map(|t| format!("{t:.0} ms"))
-                .unwrap_or_else(|| "never".into()),
-            acked.len(),
-            tl.lost_writes.len()
-        ),
-    );
-    progress::phase(
-        spec.name,
-        progress::phases::RECOVERED,
-        &tl.metrics
-            .time_to_recover_ms
-            .map(|t| format!("{t:.0} ms after heal"))
-            .unwrap_or_else(|| "never".into()),
-    );
-    Ok((tl, acked))
-}
-
 fn workload_events(tl: &Timeline, inject_ms: f64, recovered: Option<f64>) -> Vec<Event> {
+    let event = |t_ms: f64, kind: &str, detail: BTreeMap<String, String>| Event {
+        t_ms,
+        kind: kind.into(),
+        source: Source::Workload,
+        container: None,
+        detail,
+    };
+    let failed = || tl.samples.iter().filter(|s| !s.ok && s.t_ms >= inject_ms);
     let mut out = Vec::new();
-    let first = tl
-        .samples
-        .iter()
-        .filter(|s| !s.ok && s.t_ms >= inject_ms)
-        .min_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
-    if let Some(s) = first {
-        let reason = s.error.as_deref().map(classify).unwrap_or("error");
-        out.push(Event {
-            t_ms: s.t_ms,
-            kind: "first_error".into(),
-            source: Source::Workload,
-            container: None,
-            detail: BTreeMap::from([("reason".into(), reason.to_string())]),
-        });
+    if let Some(s) = failed().min_by(|a, b| a.t_ms.total_cmp(&b.t_ms)) {
+        let reason = s.class.clone().unwrap_or_else(|| "error".into());
+        out.push(event(
+            s.t_ms,
+            "first_error",
+            BTreeMap::from([("reason".into(), reason)]),
+        ));
     }
-    if let Some(last) = tl
-        .samples
-        .iter()
-        .filter(|s| !s.ok && s.t_ms >= inject_ms)
-        .max_by(|a, b| a.t_ms.total_cmp(&b.t_ms))
-    {
-        out.push(Event {
-            t_ms: last.t_ms,
-            kind: "last_error".into(),
-            source: Source::Workload,
-            container: None,
-            detail: BTreeMap::new(),
-        });
+    if let Some(last) = failed().max_by(|a, b| a.t_ms.total_cmp(&b.t_ms)) {
+        out.push(event(last.t_ms, "last_error", BTreeMap::new()));
     }
     if let Some(r) = recovered {
-        out.push(Event {
-            t_ms: r,
-            kind: "recovered".into(),
-            source: Source::Workload,
-            container: None,
-            detail: BTreeMap::new(),
-        });
+        out.push(event(r, "recovered", BTreeMap::new()));
     }
     out
-}
-
-/// A stable class of a request error, for snapshots.
-fn classify(e: &str) -> &'static str {
-    if e.starts_with("HTTP 5") {
-        "http_5xx"
-    } else if e.starts_with("HTTP") {
-        "http_other"
-    } else if e.contains("refused") {
-        "connection_refused"
-    } else if e.contains("timeout") {
-        "timeout"
-    } else if e.contains("reset") || e.contains("closed before message completed") {
-        // The connection dropped under the request: an RST, or a close before any answer
-        // (which of the two a client sees when its peer dies is a matter of timing).
-        "connection_reset"
-    } else {
-        "other"
-    }
-}
-
-#[cfg(test)]
-mod snapshot_normalisation_tests {
-    use super::{mask_ipv4, snapshot_view, snapshot_worthy};
-    use crate::timeline::Timeline;
-
-    fn timeline(lifted_ms: Option<f64>) -> Timeline {
-        let mut events = vec![
-            serde_json::json!({"t_ms": 2000.0, "kind": "fault_healed", "source": "runtime", "container": "postgres"}),
-            serde_json::json!({"t_ms": 2010.0, "kind": "last_error", "source": "workload"}),
-            serde_json::json!({"t_ms": 2300.0, "kind": "recovered", "source": "workload"}),
-            serde_json::json!({"t_ms": 2500.0, "kind": "container_restarted", "source": "runtime", "container": "redis"}),
-        ];
-        if let Some(t) = lifted_ms {
-            events.push(serde_json::json!({"t_ms": t, "kind": "network_restored", "source": "runtime", "container": "postgres"}));
-        }
-        let sample = |t: f64, ok: bool| serde_json::json!({"t_ms": t, "latency_ms": 5.0, "ok": ok, "status": if ok { 201 } else { 503 }});
-        let phase =
-            |n: &str, a: f64, b: f64| serde_json::json!({"name": n, "start_ms": a, "end_ms": b});
-        let mut tl: Timeline = serde_json::from_value(serde_json::json!({
-            "name": "t", "started_unix_ms": 0,
-            "phases": [phase("baseline", 0.0, 1000.0), phase("fault", 1000.0, 2000.0), phase("recovery", 2000.0, 2300.0), phase("steady", 2300.0, 4000.0)],
-            "faults": [], "events": events,
-            "samples": [sample(500.0, true), sample(1500.0, false), sample(2010.0, false), sample(2300.0, true), sample(3000.0, true)],
-            "hypothesis": {"window_ms": 1000.0, "min_ok_ratio": 1.0, "max_p99_ms": null, "min_samples": 1},
-            "metrics": {"time_to_first_error_ms": null, "error_window_ms": null, "time_to_recover_ms": 300.0, "recover_budget_ms": 3000.0, "phases": [], "acknowledged_writes": 0},
-            "observers": [], "lost_writes": []
-        }))
-        .expect("a timeline");
-        tl.events.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
-        tl.compute_metrics(1000.0, 2000.0, Some(2300.0), 3000.0);
-        tl
-    }
-
-    #[test]
-    fn snapshots_count_requests_that_met_a_partition_still_being_lifted_in_the_fault_phase() {
-        let phase_of = |n: &crate::timeline::Normalised, kind: &str| {
-            n.events
-                .iter()
-                .find(|e| e.kind == kind)
-                .map(|e| e.phase.clone())
-                .unwrap_or_default()
-        };
-        let lifted = snapshot_view(&timeline(Some(2030.0))).normalised(snapshot_worthy);
-        assert!(
-            !lifted
-                .phases
-                .iter()
-                .find(|p| p.phase == "recovery")
-                .unwrap()
-                .errors
-        );
-        assert_eq!(phase_of(&lifted, "last_error"), "fault");
-        // A heal done after the steady state returned is recovery work.
-        assert_eq!(phase_of(&lifted, "container_restarted"), "recovery");
-        // Without a lifted partition, a failure after the heal is the recovery's.
-        let kept = snapshot_view(&timeline(None)).normalised(snapshot_worthy);
-        assert!(
-            kept.phases
-                .iter()
-                .find(|p| p.phase == "recovery")
-                .unwrap()
-                .errors
-        );
-        assert_eq!(phase_of(&kept, "last_error"), "recovery");
-    }
-
-    #[test]
-    fn subnets_and_addresses_are_masked_words_are_not() {
-        assert_eq!(
-            mask_ipv4(
-                "iptables -I INPUT -s 172.31.0.0/16 -j DROP; iptables -I OUTPUT -d 10.0.0.0/8 -j DROP in postgres netns"
-            ),
-            "iptables -I INPUT -s <subnet> -j DROP; iptables -I OUTPUT -d <subnet> -j DROP in postgres netns"
-        );
-        assert_eq!(
-            mask_ipv4("daddr=172.18.0.4 dport=5432"),
-            "daddr=<ip> dport=5432"
-        );
-        assert_eq!(
-            mask_ipv4("v1.2.3.4 1.2.3 1.2.3.4.5 signal=9"),
-            "v1.2.3.4 1.2.3 1.2.3.4.5 signal=9"
-        );
-    }
 }

@@ -1,8 +1,9 @@
 //! What one `#[chaos_test]` asks for, as the macro renders it.
 //!
 //! The macro validates every option at compile time and renders plain `'static` data:
-//! durations already in milliseconds, sizes in bytes, names checked against the closed lists
-//! below. The runtime never re-validates user syntax; it only interprets.
+//! durations already in milliseconds, sizes in bytes, fault kinds and parameters checked against
+//! the lists of `chaos-spec`. Roles and workloads belong to the system, which exists only at run
+//! time: the runtime checks those before anything starts.
 
 /// One chaos test: its faults, its budgets and how it is observed.
 #[derive(Clone, Debug)]
@@ -21,11 +22,25 @@ pub struct Spec {
     pub recover_within_ms: u64,
     /// `observer = "auto" | "bpf" | "fallback"`; `None` leaves it to `CHAOS_OBSERVER` (default auto).
     pub observer: Option<&'static str>,
-    /// `workload = "orders" | "reads"` (default "orders": POST /orders through nginx;
-    /// "reads": GET /orders/{id} of orders created during the baseline).
-    pub workload: &'static str,
+    /// `workload = ".."`: a workload of the system (default: its first).
+    pub workload: Option<&'static str>,
     /// `snapshot = false` turns the insta snapshot off (default true).
     pub snapshot: bool,
+    /// `system = path`: declares the system under test.
+    pub system: fn() -> crate::System,
+    /// Overrides of the system's steady-state hypothesis.
+    pub steady: SteadySpec,
+}
+
+/// Per-test overrides of the system's [`crate::system::SteadyState`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SteadySpec {
+    /// `steady_ok_ratio`.
+    pub ok_ratio: Option<f64>,
+    /// `steady_p99`: a fixed p99 ceiling, ms.
+    pub p99_ms: Option<u64>,
+    /// `steady_window`: the recovery window, ms.
+    pub window_ms: Option<u64>,
 }
 
 /// One fault of a test.
@@ -33,7 +48,7 @@ pub struct Spec {
 pub struct FaultSpec {
     /// One of [`FAULT_KINDS`].
     pub kind: &'static str,
-    /// A role of the stack, one of [`TARGETS`].
+    /// A role of the system.
     pub target: &'static str,
     /// Start offset from the first fault's injection, ms (`after = "1s"`, composite only; 0 otherwise).
     pub after_ms: u64,
@@ -51,52 +66,13 @@ impl FaultSpec {
     }
 }
 
-/// Fault kinds `#[chaos_test(fault = "..")]` accepts.
-pub const FAULT_KINDS: &[&str] = &[
-    "kill",              // SIGKILL the container, restart it at heal
-    "stop",              // docker stop (SIGTERM, then SIGKILL), start at heal
-    "pause",             // freeze (cgroup freezer), resume at heal
-    "network_partition", // cut the target from the stack network (direction = both | ingress | egress)
-    "latency",           // fault proxy in front of the target adds latency/jitter
-    "memory_oom",        // lower the memory limit and push the target past it
-    "cpu_throttle",      // CFS quota / cpu.max on the target
-    "disk_io", // blkio / io.max throttle of the target's writes (I/O hog where it cannot apply)
-    "pool_exhaustion", // a client holds every PostgreSQL connection
-];
+pub use chaos_spec::{FAULT_KINDS, FAULT_PARAMS, Needs, ParamType};
 
-/// Roles of the bundled trading stack a fault can target.
-pub const TARGETS: &[&str] = &["postgres", "redis", "orders", "nginx"];
-
-/// Parameters each fault accepts (keys as written in the attribute) and their type.
-/// `duration` and `after` are accepted by every fault and are not listed.
-pub const FAULT_PARAMS: &[(&str, &[(&str, ParamType)])] = &[
-    ("kill", &[]),
-    ("stop", &[]),
-    ("pause", &[]),
-    ("network_partition", &[("direction", ParamType::Direction)]),
-    (
-        "latency",
-        &[
-            ("latency", ParamType::Duration),
-            ("jitter", ParamType::Duration),
-            ("direction", ParamType::Direction),
-        ],
-    ),
-    ("memory_oom", &[("memory_limit", ParamType::Size)]),
-    ("cpu_throttle", &[("cpus", ParamType::Float)]),
-    ("disk_io", &[("write_bps", ParamType::Size)]),
-    ("pool_exhaustion", &[]),
-];
-
-/// How the macro checks and normalises a parameter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ParamType {
-    /// `"150ms"`, `"2s"`, `"1m"`: rendered as `<key>_ms`.
-    Duration,
-    /// `"64MiB"`, `"1MB"`, `"512KiB"`, `"4096"`: rendered as `<key>_bytes`.
-    Size,
-    /// A positive decimal number: rendered verbatim.
-    Float,
-    /// `"both" | "ingress" | "egress"` (network direction as seen from the target): rendered verbatim.
-    Direction,
+impl SteadySpec {
+    /// No override: the system's steady state as declared.
+    pub const NONE: SteadySpec = SteadySpec {
+        ok_ratio: None,
+        p99_ms: None,
+        window_ms: None,
+    };
 }

@@ -21,9 +21,19 @@ pub struct Sample {
     /// Why it failed (`connection refused`, `timeout`, `HTTP 503: ...`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// The service's `x-cache` answer header (`hit`, `miss`, `bypass`); reads only.
+    /// The stable class of the failure (`http_5xx`, `timeout`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache: Option<String>,
+    pub class: Option<String>,
+    /// The workload's tags (e.g. `cache = hit`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Sample {
+    /// A tag of this request, e.g. `s.tag("cache") == Some("hit")`.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.get(key).map(String::as_str)
+    }
 }
 
 /// One thing that happened, from any source.
@@ -112,7 +122,7 @@ impl Metrics {
 }
 
 /// The steady-state hypothesis: what "the system works" means, per window.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Hypothesis {
     /// Window length, ms.
     pub window_ms: f64,
@@ -201,7 +211,7 @@ pub struct Timeline {
     /// Which source observed each signal.
     pub observers: Vec<SignalChoice>,
     /// Acknowledged writes that could not be read back.
-    pub lost_writes: Vec<i64>,
+    pub lost_writes: Vec<crate::invariant::Violation>,
     /// Logs and other text attached to the run (e.g. `nginx.log`: the faulted service's own log).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attachments: BTreeMap<String, String>,
@@ -533,7 +543,8 @@ mod tests {
             ok,
             status: if ok { 201 } else { 503 },
             error: None,
-            cache: None,
+            class: None,
+            tags: BTreeMap::new(),
         }
     }
 

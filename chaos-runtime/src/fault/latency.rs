@@ -18,6 +18,8 @@ use crate::clock::mono_ns;
 use crate::observe::{Observation, Source};
 use crate::progress;
 use crate::spec::FaultSpec;
+use crate::stack::PROXY_API_PORT;
+use crate::system::PROXY_ROLE;
 use chaos_proxy::{ProxyClient, Stream, Toxic};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -194,7 +196,7 @@ async fn proxy(
     shape: Shape,
     auto_note: Option<String>,
 ) -> Result<Injected, FaultError> {
-    if cx.stack.service("proxy").is_none() {
+    if cx.stack.service(PROXY_ROLE).is_none() {
         return Err(FaultError::Unsupported {
             fault: format!("latency {target}"),
             why: "the stack has no fault proxy".into(),
@@ -202,15 +204,15 @@ async fn proxy(
                 .into(),
         });
     }
-    let api = ProxyClient::new(format!("127.0.0.1:{}", cx.stack.host_port("proxy", 8474)))
+    let api = ProxyClient::new(cx.stack.addr(PROXY_ROLE, PROXY_API_PORT))
         .with_timeout(Duration::from_secs(5));
     let before = match api.proxy(target).await {
         Ok(p) => p.stats.unwrap_or_default(),
         Err(e) if e.status() == Some(404) => {
             return Err(FaultError::Unsupported {
                 fault: format!("latency {target}"),
-                why: format!("the fault proxy does not front {target} (it fronts postgres and redis)"),
-                fix: "target postgres or redis, or use CHAOS_LATENCY=netem on a kernel with sch_netem".into(),
+                why: format!("the fault proxy does not front {target} in this run"),
+                fix: "declare the latency fault in the test's attribute (the runtime then puts the proxy in front of every declared port of the target)".into(),
             });
         }
         Err(e) => return Err(other(target, format!("asking the fault proxy: {e}"))),

@@ -117,8 +117,8 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
         human_bytes(limit)
     );
 
-    let started = if role == "postgres" {
-        backend_hog(cx, &id, limit).await
+    let started = if let Some(pg) = cx.stack.postgres_config(&role) {
+        backend_hog(cx, &id, &role, &pg, limit).await
     } else {
         process_hog(cx, &id, &role).await
     };
@@ -251,11 +251,16 @@ impl Hog {
 }
 
 /// A backend of our own allocates twice the limit; `oom_score_adj` 1000 makes it the victim.
-async fn backend_hog(cx: &Arc<FaultCx>, id: &str, limit: u64) -> Result<Hog, String> {
-    let (client, conn) =
-        tokio_postgres::connect(&cx.stack.postgres_config(), tokio_postgres::NoTls)
-            .await
-            .map_err(|e| format!("cannot connect to PostgreSQL for the memory hog: {e}"))?;
+async fn backend_hog(
+    cx: &Arc<FaultCx>,
+    id: &str,
+    role: &str,
+    pg_config: &str,
+    limit: u64,
+) -> Result<Hog, String> {
+    let (client, conn) = tokio_postgres::connect(pg_config, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| format!("cannot connect to PostgreSQL for the memory hog: {e}"))?;
     tokio::spawn(conn);
     client
         .simple_query("SET application_name = 'chaos-memhog'")
@@ -304,7 +309,7 @@ async fn backend_hog(cx: &Arc<FaultCx>, id: &str, limit: u64) -> Result<Hog, Str
     if let Some(p) = host_pid {
         detail.push(("pid", p.to_string()));
     }
-    cx.event("memory_hog_started", "postgres", &detail);
+    cx.event("memory_hog_started", role, &detail);
     Ok(Hog::Backend { bytes, task })
 }
 

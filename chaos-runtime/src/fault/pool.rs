@@ -60,17 +60,18 @@ struct Held {
     task: JoinHandle<()>,
 }
 
-fn config(stack: &Stack, app: &str) -> tokio_postgres::Config {
+fn config(stack: &Stack, role: &str, app: &str) -> tokio_postgres::Config {
     let mut cfg: tokio_postgres::Config = stack
-        .postgres_config()
+        .postgres_config(role)
+        .unwrap_or_default()
         .parse()
         .expect("the stack's connection string parses");
     cfg.application_name(app);
     cfg
 }
 
-async fn connect(stack: &Stack, app: &str) -> Result<Held, tokio_postgres::Error> {
-    let (client, conn) = config(stack, app).connect(NoTls).await?;
+async fn connect(stack: &Stack, role: &str, app: &str) -> Result<Held, tokio_postgres::Error> {
+    let (client, conn) = config(stack, role, app).connect(NoTls).await?;
     let task = tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -180,6 +181,7 @@ impl Holding {
 /// The client that holds the server full.
 struct Hog {
     stack: Arc<Stack>,
+    role: String,
     admin: Held,
     held: Holding,
     spares: Vec<(TcpStream, Instant)>,
@@ -187,7 +189,12 @@ struct Hog {
 
 impl Hog {
     fn pg_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.stack.host_port("postgres", 5432))
+        let port = self
+            .stack
+            .declared(&self.role)
+            .and_then(|d| d.postgres.as_ref())
+            .map_or(5432, |pg| pg.port);
+        self.stack.addr(&self.role, port)
     }
 
     async fn occupancy(&self) -> Result<(usize, usize), FaultError> {
@@ -216,8 +223,10 @@ impl Hog {
             // One more than the free slots: the extra attempt proves the server is full.
             let attempts = max.saturating_sub(used) + 1;
             let stack = self.stack.clone();
+            let role = self.role.clone();
             let results =
-                futures::future::join_all((0..attempts).map(|_| connect(&stack, HOG_APP))).await;
+                futures::future::join_all((0..attempts).map(|_| connect(&stack, &role, HOG_APP)))
+                    .await;
             let mut refusal = None;
             for r in results {
                 match r {
@@ -264,7 +273,7 @@ impl Hog {
 
     /// Takes `free` slots: spares first, new connections for the rest. Returns how many it got.
     async fn take(&mut self, free: usize) -> usize {
-        let cfg = config(&self.stack, HOG_APP);
+        let cfg = config(&self.stack, &self.role, HOG_APP);
         let n_spares = free.min(self.spares.len());
         let spares: Vec<TcpStream> = self.spares.drain(..n_spares).map(|(s, _)| s).collect();
         let raw = futures::future::join_all(spares.into_iter().map(|s| {
@@ -278,7 +287,9 @@ impl Hog {
             }
         }));
         let stack = self.stack.clone();
-        let fresh = futures::future::join_all((n_spares..free).map(|_| connect(&stack, HOG_APP)));
+        let role = self.role.clone();
+        let fresh =
+            futures::future::join_all((n_spares..free).map(|_| connect(&stack, &role, HOG_APP)));
         let (raw, fresh) = tokio::join!(raw, fresh);
         // A refusal here means a client was faster; the keeper's next round evicts it.
         self.held.add(raw.into_iter().chain(fresh).flatten())
@@ -306,21 +317,23 @@ impl Hog {
     }
 }
 
-/// Injects the fault (target: postgres).
+/// Injects the fault (target: a service declared as PostgreSQL).
 pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, FaultError> {
-    if spec.target != "postgres" {
+    if cx.stack.postgres_config(spec.target).is_none() {
         return Err(FaultError::Unsupported {
             fault: format!("pool_exhaustion {}", spec.target),
             why: "only PostgreSQL has a connection limit to exhaust".into(),
-            fix: "use target = \"postgres\"".into(),
+            fix: "target a service declared with Service::postgres".into(),
         });
     }
     let stack = cx.stack.clone();
-    let admin = connect(&stack, ADMIN_APP)
+    let role = spec.target.to_string();
+    let admin = connect(&stack, &role, ADMIN_APP)
         .await
         .map_err(|e| other(format!("control connection: {e}")))?;
     let mut hog = Hog {
         stack,
+        role: role.clone(),
         admin,
         held: Holding::new(),
         spares: Vec::new(),
@@ -331,7 +344,7 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
     let (used, max) = hog.occupancy().await?;
     cx.event(
         "pool_exhausted",
-        "postgres",
+        &role,
         &[
             ("held", hog.held.len().to_string()),
             ("in_use", used.to_string()),
@@ -342,7 +355,7 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
     );
     cx.event(
         "backends_terminated",
-        "postgres",
+        &role,
         &[
             ("count", terminated.to_string()),
             ("application_name", apps.join(",")),
@@ -371,7 +384,7 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
                 .map_err(|e| other(format!("the keeper task failed: {e}")))?;
             release(hog, tasks, deadline).await?;
             // The fault is lifted: every slot it held is free again.
-            cx.event("pool_released", "postgres", &[("released", n.to_string())]);
+            cx.event("pool_released", &role, &[("released", n.to_string())]);
             Ok(())
         }),
     })
@@ -389,7 +402,7 @@ async fn keep(cx: Arc<FaultCx>, mut hog: Hog, mut stop: oneshot::Receiver<()>) -
                 Ok((n, apps)) if n > 0 => {
                     cx.event(
                         "backends_terminated",
-                        "postgres",
+                        &hog.role,
                         &[
                             ("count", n.to_string()),
                             ("application_name", apps.join(",")),
@@ -473,8 +486,13 @@ pub struct PgSampler {
 
 impl PgSampler {
     /// Opens the sampler's connection now (before any fault fills the server) and starts counting.
-    pub async fn start(stack: Arc<Stack>, sink: Sink) -> Result<PgSampler, tokio_postgres::Error> {
-        let mut conn = Some(connect(&stack, SAMPLER_APP).await?);
+    pub async fn start(
+        stack: Arc<Stack>,
+        role: &str,
+        sink: Sink,
+    ) -> Result<PgSampler, tokio_postgres::Error> {
+        let role = role.to_string();
+        let mut conn = Some(connect(&stack, &role, SAMPLER_APP).await?);
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(SAMPLE_EVERY);
@@ -486,7 +504,7 @@ impl PgSampler {
                 }
                 if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
                     // PostgreSQL restarted (another fault): reconnect, when it lets us in.
-                    conn = connect(&stack, SAMPLER_APP).await.ok();
+                    conn = connect(&stack, &role, SAMPLER_APP).await.ok();
                 }
                 let Some(c) = conn.as_ref() else { continue };
                 let at_ns = mono_ns();
@@ -495,7 +513,7 @@ impl PgSampler {
                         at_ns,
                         kind: PG_CONNECTIONS.into(),
                         source: Source::Service,
-                        container: Some("postgres".into()),
+                        container: Some(role.clone()),
                         detail,
                     });
                 }

@@ -119,7 +119,7 @@ struct SkimTimeline {
     #[serde(default)]
     metrics: Metrics,
     #[serde(default)]
-    lost_writes: Vec<i64>,
+    lost_writes: Vec<serde::de::IgnoredAny>,
 }
 
 /// Reads a whole journal.

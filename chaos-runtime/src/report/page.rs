@@ -366,13 +366,13 @@ pub fn run_page(j: &Journal, journal_file: &str) -> String {
             .lost_writes
             .iter()
             .take(200)
-            .map(i64::to_string)
+            .map(|v| esc(&v.to_string()))
             .collect();
         let _ = write!(
             s,
-            r#"<section class="panel bad-panel"><h2>Lost writes ({})</h2><p>Acknowledged by the service, not found in PostgreSQL after recovery: <code id="lost-writes">{}</code>{}</p></section>"#,
+            r#"<section class="panel bad-panel"><h2>Invariant violations ({})</h2><p>Found by the system's invariants after recovery:</p><pre id="lost-writes">{}</pre>{}</section>"#,
             tl.lost_writes.len(),
-            ids.join(", "),
+            ids.join("\n"),
             if tl.lost_writes.len() > 200 {
                 " …"
             } else {

@@ -1,25 +1,25 @@
-//! The stack under test: a per-test Docker network and labelled containers of the trading system
-//! (PostgreSQL, Redis, the order service, nginx, and the fault proxy when a fault needs it),
-//! started in parallel, each with a readiness condition, ports published on 127.0.0.1 only.
+//! The stack under test: a [`System`] started for one run, on a Docker network of its own, every
+//! container labelled, ports published on 127.0.0.1 only, plus the fault proxy when a fault needs
+//! it.
 //!
 //! Every container, network and volume carries `chaos.managed=true`, `chaos.run=<run id>` and
 //! `chaos.pid=<test process pid>`. [`sweep`] removes what a killed run (whose pid is gone) left.
 use crate::observe::WatchedContainer;
-use crate::progress;
+use crate::system::{self, PROXY_ROLE, Placement, System, Wiring};
+use crate::{image, progress};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 use testcontainers::bollard::Docker;
-use testcontainers::bollard::models::{NetworkCreateRequest, PortBinding, VolumeCreateRequest};
+use testcontainers::bollard::models::{NetworkCreateRequest, VolumeCreateRequest};
 use testcontainers::bollard::query_parameters::{
     InspectContainerOptions, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
     ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptions,
 };
-use testcontainers::core::{AccessMode, IntoContainerPort, Mount, WaitFor};
-use testcontainers::runners::AsyncRunner;
-use testcontainers::{ContainerAsync, GenericImage, ImageExt};
-
-const NGINX_CONF: &str = include_str!("../../../fixtures/nginx.conf");
+use testcontainers::core::{AccessMode, Mount, WaitFor};
+use testcontainers::runners::AsyncBuilder;
+use testcontainers::{GenericBuildableImage, ImageExt};
 
 /// Label every managed resource carries.
 pub const LABEL_MANAGED: &str = "chaos.managed";
@@ -76,6 +76,23 @@ pub enum StackError {
         /// Its log tail.
         logs: String,
     },
+    /// The system or the test's use of it is wrong.
+    #[error(transparent)]
+    System(#[from] system::SystemError),
+    /// The base image could not be had.
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+    /// An image of the system could not be built from its Dockerfile.
+    #[error(
+        "building the image {image} from its Dockerfile failed. Fix the Dockerfile or its context (the cause below)"
+    )]
+    Build {
+        /// The image.
+        image: String,
+        /// The cause.
+        #[source]
+        source: Box<testcontainers::TestcontainersError>,
+    },
     /// Local I/O (config files, free ports).
     #[error("{call} failed")]
     Io {
@@ -87,40 +104,23 @@ pub enum StackError {
     },
 }
 
-/// What the stack looks like. The defaults are the bundled trading system.
-#[derive(Clone, Debug)]
-pub struct StackConfig {
-    /// Roles that sit behind the fault proxy (the order service reaches them through it).
-    pub behind_proxy: Vec<String>,
-    /// PostgreSQL `max_connections`.
-    pub pg_max_connections: u32,
-    /// The order service's connection pool size.
-    pub db_pool_size: u32,
-    /// Extra environment of the order service.
-    pub orders_env: Vec<(String, String)>,
-}
-
-impl Default for StackConfig {
-    fn default() -> Self {
-        Self {
-            behind_proxy: Vec::new(),
-            pg_max_connections: 30,
-            db_pool_size: 8,
-            orders_env: Vec::new(),
-        }
-    }
-}
-
 /// One running service.
 pub struct Service {
-    /// Its role: postgres, redis, orders, nginx, proxy.
+    /// Its role.
     pub role: String,
-    /// Docker container name.
+    /// Docker container name (its DNS name on the stack network).
     pub name: String,
     /// Docker container id.
     pub id: String,
     /// Container port -> host port on 127.0.0.1.
     pub ports: BTreeMap<u16, u16>,
+}
+
+/// What a run adds to the system: the fault proxy in front of some roles.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// Roles the fault proxy fronts (every declared port of each).
+    pub behind_proxy: Vec<String>,
 }
 
 /// The running stack of one test.
@@ -129,12 +129,16 @@ pub struct Stack {
     pub run_id: String,
     /// The per-test network.
     pub network: String,
-    /// The PostgreSQL data volume.
-    pub volume: String,
     docker: Docker,
     services: BTreeMap<String, Service>,
-    containers: std::sync::Mutex<Vec<ContainerAsync<GenericImage>>>,
-    tmp: PathBuf,
+    /// What the system declared per role (probes, PostgreSQL access).
+    declared: BTreeMap<String, system::Service>,
+    /// Proxy names per role, in declared-port order (see [`Stack::proxies_of`]).
+    proxies: BTreeMap<String, Vec<String>>,
+    /// (role, port) -> (proxy host, proxy listen port).
+    proxied: BTreeMap<(String, u16), (String, u16)>,
+    volumes: std::sync::Mutex<Vec<String>>,
+    handles: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send + Sync>>>,
 }
 
 fn docker_err(
@@ -158,7 +162,8 @@ fn free_port() -> Result<u16, StackError> {
         .port())
 }
 
-/// Where a fixture binary built by the suite's `cargo test` lives: beside the test binary's parent.
+/// Where a binary built by cargo lives: `env` if set, beside the test binary or its parent
+/// directory (where cargo puts a workspace's bins), or on `PATH`.
 pub fn fixture_binary(name: &'static str, env: &'static str) -> Result<PathBuf, StackError> {
     if let Some(p) = std::env::var_os(env) {
         let p = PathBuf::from(p);
@@ -180,6 +185,9 @@ pub fn fixture_binary(name: &'static str, env: &'static str) -> Result<PathBuf, 
             candidates.push(up.join(name));
         }
     }
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path).map(|d| d.join(name)));
+    }
     candidates
         .iter()
         .find(|p| p.is_file())
@@ -187,269 +195,188 @@ pub fn fixture_binary(name: &'static str, env: &'static str) -> Result<PathBuf, 
         .ok_or_else(|| StackError::MissingBinary {
             what: name,
             path: candidates
-                .last()
+                .first()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
             env,
         })
 }
 
+/// The container port the proxy listens on for `port`: 10000 + port, or the next free one.
+fn proxy_listen_port(port: u16, taken: &[u16]) -> u16 {
+    let mut p = port.saturating_add(10_000);
+    while taken.contains(&p) || p == PROXY_API_PORT {
+        p = p.wrapping_add(1).max(1024);
+    }
+    p
+}
+
+/// The fault proxy's HTTP API port inside its container.
+pub const PROXY_API_PORT: u16 = 8474;
+
+type Routes = (
+    BTreeMap<(String, u16), (String, u16)>,
+    BTreeMap<String, Vec<String>>,
+    Option<Vec<String>>,
+);
+
+/// Where the proxy listens for each fronted (role, port), its proxy names per role, and its
+/// command line (`None`: no proxy in this run).
+fn proxy_routes(
+    system: &System,
+    plan: &Plan,
+    proxy_host: &str,
+    name: &dyn Fn(&str) -> String,
+) -> Routes {
+    let mut routes = BTreeMap::new();
+    let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut taken = Vec::new();
+    let mut cmd = vec![
+        "/usr/local/bin/chaos-proxy".to_string(),
+        "--api".into(),
+        format!("0.0.0.0:{PROXY_API_PORT}"),
+    ];
+    for svc in system
+        .services
+        .iter()
+        .filter(|s| plan.behind_proxy.contains(&s.role))
+    {
+        for (i, port) in svc.ports.iter().enumerate() {
+            let listen = proxy_listen_port(*port, &taken);
+            taken.push(listen);
+            let pname = if i == 0 {
+                svc.role.clone()
+            } else {
+                format!("{}-{port}", svc.role)
+            };
+            cmd.push("--proxy".into());
+            cmd.push(format!(
+                "{pname}=0.0.0.0:{listen}={}:{port}",
+                name(&svc.role)
+            ));
+            names.entry(svc.role.clone()).or_default().push(pname);
+            routes.insert((svc.role.clone(), *port), (proxy_host.to_string(), listen));
+        }
+    }
+    let cmd = (!routes.is_empty()).then_some(cmd);
+    (routes, names, cmd)
+}
+
+/// The fault proxy as a service of the run: the `chaos-proxy` binary in the base image.
+fn proxy_service(cmd: Vec<String>) -> Result<system::Service, StackError> {
+    let bin = fixture_binary("chaos-proxy", "CHAOS_PROXY_BIN")?;
+    let listens: Vec<u16> = cmd
+        .iter()
+        .filter_map(|a| a.split('=').nth(1)?.rsplit(':').next()?.parse().ok())
+        .collect();
+    let mut svc = system::Service::new(PROXY_ROLE, move |w: &Wiring| {
+        w.base_image()
+            .with_wait_for(WaitFor::message_on_stdout("chaos-proxy ready"))
+            .with_mount(
+                Mount::bind_mount(bin.display().to_string(), "/usr/local/bin/chaos-proxy")
+                    .with_access_mode(AccessMode::ReadOnly),
+            )
+            .with_cmd(cmd.clone())
+    })
+    .port(PROXY_API_PORT)
+    .ready(system::Probe::http(PROXY_API_PORT, "/version"));
+    for p in listens {
+        svc = svc.port(p);
+    }
+    Ok(svc)
+}
+
+/// Builds the system's Dockerfile images, with `CHAOS_BASE_IMAGE` as a build argument.
+async fn build_images(builds: Vec<GenericBuildableImage>) -> Result<(), StackError> {
+    use testcontainers::core::BuildableImage;
+    for b in builds {
+        let image = b.descriptor();
+        progress::line("image", &format!("building {image} from its Dockerfile"));
+        let opts = testcontainers::core::BuildImageOptions::new()
+            .with_build_arg("CHAOS_BASE_IMAGE", image::tag());
+        let _built = b
+            .build_image_with(opts)
+            .await
+            .map_err(|source| StackError::Build {
+                image,
+                source: Box::new(source),
+            })?;
+    }
+    Ok(())
+}
+
 impl Stack {
-    /// Starts the stack: network, volume, then every service in parallel, each waited for.
+    /// Starts `system` as this run's stack: the images it builds, a labelled network, then its
+    /// services wave by wave (each wave in parallel, each service waited for), plus the fault
+    /// proxy in front of `plan.behind_proxy`. On error everything started is removed.
     pub async fn start(
         docker: &Docker,
-        image: &str,
+        system: &System,
+        plan: &Plan,
         run_id: &str,
-        cfg: &StackConfig,
     ) -> Result<Stack, StackError> {
         let started = Instant::now();
-        let orders_bin = fixture_binary("order-service", "CHAOS_ORDER_SERVICE_BIN")?;
-        let proxy_bin = if cfg.behind_proxy.is_empty() {
-            None
-        } else {
-            Some(fixture_binary("chaos-proxy", "CHAOS_PROXY_BIN")?)
-        };
+        let name = |role: &str| format!("chaos-{run_id}-{role}");
         let labels = labels(run_id);
         let network = format!("chaos-{run_id}");
-        docker
-            .create_network(NetworkCreateRequest {
-                name: network.clone(),
-                driver: Some("bridge".into()),
-                labels: Some(labels.clone()),
-                ..Default::default()
-            })
-            .await
-            .map_err(docker_err(format!("network create {network}")))?;
-        let volume = format!("chaos-{run_id}-pgdata");
+        let (proxied, proxies, proxy_cmd) = proxy_routes(system, plan, &name(PROXY_ROLE), &name);
+        let wiring = Wiring {
+            names: system
+                .services
+                .iter()
+                .map(|s| (s.role.clone(), name(&s.role)))
+                .collect(),
+            proxied: proxied.clone(),
+            base_image: image::tag(),
+            base_used: AtomicBool::new(false),
+            run_id: run_id.to_string(),
+            volumes: std::sync::Mutex::new(Vec::new()),
+            labels: labels.clone(),
+        };
+        let mut pending: BTreeMap<String, system::Pending> = system
+            .services
+            .iter()
+            .map(|s| (s.role.clone(), (s.make)(&wiring)))
+            .collect();
+        let proxy = match proxy_cmd {
+            Some(cmd) => Some(proxy_service(cmd)?),
+            None => None,
+        };
+        if let Some(p) = &proxy {
+            pending.insert(PROXY_ROLE.to_string(), (p.make)(&wiring));
+        }
+        let builds = std::mem::take(&mut *system.builds.lock().unwrap());
+        if wiring.base_used.load(std::sync::atomic::Ordering::Relaxed) || !builds.is_empty() {
+            image::ensure(docker).await?;
+        }
+        build_images(builds).await?;
+
         let mut stack = Stack {
             run_id: run_id.to_string(),
             network: network.clone(),
-            volume: volume.clone(),
             docker: docker.clone(),
             services: BTreeMap::new(),
-            containers: std::sync::Mutex::new(Vec::new()),
-            tmp: std::env::temp_dir().join(format!("chaos-{run_id}")),
+            declared: system
+                .services
+                .iter()
+                .chain(proxy.iter())
+                .map(|s| (s.role.clone(), s.clone()))
+                .collect(),
+            proxies,
+            proxied,
+            volumes: std::sync::Mutex::new(Vec::new()),
+            handles: std::sync::Mutex::new(Vec::new()),
         };
-        docker
-            .create_volume(VolumeCreateRequest {
-                name: Some(volume.clone()),
-                labels: Some(labels.clone()),
-                ..Default::default()
-            })
-            .await
-            .map_err(docker_err(format!("volume create {volume}")))?;
-        std::fs::create_dir_all(&stack.tmp).map_err(|source| StackError::Io {
-            call: format!("mkdir {}", stack.tmp.display()),
-            source,
-        })?;
-
-        let name = |role: &str| format!("chaos-{run_id}-{role}");
-        let (pg_host, pg_port, redis_host, redis_port) = if cfg.behind_proxy.is_empty() {
-            (name("postgres"), 5432, name("redis"), 6379)
-        } else {
-            let pg = if cfg.behind_proxy.iter().any(|r| r == "postgres") {
-                (name("proxy"), 15432)
-            } else {
-                (name("postgres"), 5432)
-            };
-            let rd = if cfg.behind_proxy.iter().any(|r| r == "redis") {
-                (name("proxy"), 16379)
-            } else {
-                (name("redis"), 6379)
-            };
-            (pg.0, pg.1, rd.0, rd.1)
+        let created = stack.create_resources(&wiring, &labels).await;
+        let result = match created {
+            Ok(()) => {
+                stack
+                    .start_waves(system, proxy.as_ref(), pending, &labels)
+                    .await
+            }
+            Err(e) => Err(e),
         };
-        let nginx_conf = stack.tmp.join("nginx.conf");
-        std::fs::write(
-            &nginx_conf,
-            NGINX_CONF.replace("orders:8080", &format!("{}:8080", name("orders"))),
-        )
-        .map_err(|source| StackError::Io {
-            call: format!("write {}", nginx_conf.display()),
-            source,
-        })?;
-
-        let base = |role: &str, wait: WaitFor| {
-            GenericImage::new(image_name(image), image_tag(image))
-                .with_wait_for(wait)
-                .with_container_name(name(role))
-        };
-        let mut specs: Vec<(
-            String,
-            Vec<u16>,
-            testcontainers::ContainerRequest<GenericImage>,
-        )> = Vec::new();
-        specs.push((
-            "postgres".into(),
-            vec![5432],
-            base(
-                "postgres",
-                WaitFor::message_on_stderr("database system is ready to accept connections"),
-            )
-            .with_user("postgres")
-            .with_env_var("PG_MAX_CONNECTIONS", cfg.pg_max_connections.to_string())
-            .with_mount(Mount::volume_mount(
-                volume.clone(),
-                "/var/lib/postgresql/data",
-            ))
-            .with_cmd(["chaos-postgres"]),
-        ));
-        specs.push((
-            "redis".into(),
-            vec![6379],
-            base(
-                "redis",
-                WaitFor::message_on_stdout("Ready to accept connections"),
-            )
-            .with_cmd([
-                "redis-server",
-                "--bind",
-                "0.0.0.0",
-                "--protected-mode",
-                "no",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ]),
-        ));
-        let mut orders = base(
-            "orders",
-            WaitFor::message_on_stdout("order-service listening"),
-        )
-        .with_mount(
-            Mount::bind_mount(
-                orders_bin.display().to_string(),
-                "/usr/local/bin/order-service",
-            )
-            .with_access_mode(AccessMode::ReadOnly),
-        )
-        .with_env_var(
-            "DATABASE_URL",
-            format!("postgres://postgres@{pg_host}:{pg_port}/postgres"),
-        )
-        .with_env_var("REDIS_URL", format!("redis://{redis_host}:{redis_port}"))
-        .with_env_var("DB_POOL_SIZE", cfg.db_pool_size.to_string())
-        .with_cmd(["/usr/local/bin/order-service"]);
-        for (k, v) in &cfg.orders_env {
-            orders = orders.with_env_var(k, v);
-        }
-        specs.push(("orders".into(), vec![8080], orders));
-        specs.push((
-            "nginx".into(),
-            vec![80],
-            base("nginx", WaitFor::Nothing)
-                .with_mount(
-                    Mount::bind_mount(nginx_conf.display().to_string(), "/etc/chaos/nginx.conf")
-                        .with_access_mode(AccessMode::ReadOnly),
-                )
-                .with_cmd(["nginx", "-c", "/etc/chaos/nginx.conf", "-g", "daemon off;"]),
-        ));
-        if let Some(bin) = proxy_bin {
-            let mut cmd = vec![
-                "/usr/local/bin/chaos-proxy".to_string(),
-                "--api".into(),
-                "0.0.0.0:8474".into(),
-            ];
-            for role in &cfg.behind_proxy {
-                let (listen, upstream) = match role.as_str() {
-                    "postgres" => (15432, format!("{}:5432", name("postgres"))),
-                    "redis" => (16379, format!("{}:6379", name("redis"))),
-                    other => panic!("the fault proxy can front postgres or redis, not {other}"),
-                };
-                cmd.push("--proxy".into());
-                cmd.push(format!("{role}=0.0.0.0:{listen}={upstream}"));
-            }
-            specs.push((
-                "proxy".into(),
-                vec![8474],
-                base("proxy", WaitFor::message_on_stdout("chaos-proxy ready"))
-                    .with_mount(
-                        Mount::bind_mount(bin.display().to_string(), "/usr/local/bin/chaos-proxy")
-                            .with_access_mode(AccessMode::ReadOnly),
-                    )
-                    .with_cmd(cmd),
-            ));
-        }
-
-        progress::line(
-            "stack",
-            &format!("{run_id}: starting {} services", specs.len()),
-        );
-        let mut starts = Vec::new();
-        for (role, ports, req) in specs {
-            let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
-            let mut map = BTreeMap::new();
-            for p in &ports {
-                let host = free_port()?;
-                map.insert(*p, host);
-                bindings.insert(
-                    format!("{p}/tcp"),
-                    Some(vec![PortBinding {
-                        host_ip: Some("127.0.0.1".into()),
-                        host_port: Some(host.to_string()),
-                    }]),
-                );
-            }
-            let mut req = req
-                .with_network(network.clone())
-                .with_labels(labels.clone())
-                .with_label("chaos.role", role.clone())
-                .with_startup_timeout(Duration::from_secs(60))
-                .with_host_config_modifier(move |hc| {
-                    hc.publish_all_ports = Some(false);
-                    hc.port_bindings = Some(bindings.clone());
-                });
-            for p in &ports {
-                req = req.with_mapped_port(map[p], p.tcp());
-            }
-            let docker = docker.clone();
-            let cname = name(&role);
-            starts.push(async move {
-                let res = req.start().await;
-                match res {
-                    Ok(c) => Ok((role, map, c)),
-                    Err(source) => {
-                        let logs = log_tail(&docker, &cname, 20).await;
-                        Err(StackError::Start {
-                            role,
-                            logs,
-                            source: Box::new(source),
-                        })
-                    }
-                }
-            });
-        }
-        let results = futures::future::join_all(starts).await;
-        let mut first_err = None;
-        for r in results {
-            match r {
-                Ok((role, ports, c)) => {
-                    stack.services.insert(
-                        role.clone(),
-                        Service {
-                            name: name(&role),
-                            id: c.id().to_string(),
-                            role,
-                            ports,
-                        },
-                    );
-                    stack.containers.lock().unwrap().push(c);
-                }
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        if let Some(e) = first_err {
-            stack.teardown().await;
-            return Err(e);
-        }
-        // nginx has no log line that proves it proxies: ask it for the order service's health.
-        if let Err(e) = stack
-            .wait_http_ok("nginx", 80, "/health", Duration::from_secs(20))
-            .await
-        {
+        if let Err(e) = result {
             stack.teardown().await;
             return Err(e);
         }
@@ -461,6 +388,134 @@ impl Stack {
             ),
         );
         Ok(stack)
+    }
+
+    /// The network and the volumes the services asked for, labelled with the run.
+    async fn create_resources(
+        &self,
+        wiring: &Wiring,
+        labels: &HashMap<String, String>,
+    ) -> Result<(), StackError> {
+        self.docker
+            .create_network(NetworkCreateRequest {
+                name: self.network.clone(),
+                driver: Some("bridge".into()),
+                labels: Some(labels.clone()),
+                ..Default::default()
+            })
+            .await
+            .map_err(docker_err(format!("network create {}", self.network)))?;
+        let wanted = std::mem::take(&mut *wiring.volumes.lock().unwrap());
+        for volume in wanted {
+            self.docker
+                .create_volume(VolumeCreateRequest {
+                    name: Some(volume.clone()),
+                    labels: Some(labels.clone()),
+                    ..Default::default()
+                })
+                .await
+                .map_err(docker_err(format!("volume create {volume}")))?;
+            self.volumes.lock().unwrap().push(volume);
+        }
+        Ok(())
+    }
+
+    /// Starts the services wave by wave; the proxy joins the first wave.
+    async fn start_waves(
+        &mut self,
+        system: &System,
+        proxy: Option<&system::Service>,
+        mut pending: BTreeMap<String, system::Pending>,
+        labels: &HashMap<String, String>,
+    ) -> Result<(), StackError> {
+        let mut waves = system.start_waves().map_err(StackError::System)?;
+        if let (Some(p), Some(first)) = (proxy, waves.first_mut()) {
+            first.push(p);
+        }
+        let count: usize = waves.iter().map(Vec::len).sum();
+        progress::line(
+            "stack",
+            &format!(
+                "{}: starting {count} services in {} wave(s)",
+                self.run_id,
+                waves.len()
+            ),
+        );
+        for wave in waves {
+            let mut starts = Vec::new();
+            for svc in wave {
+                let req = pending.remove(&svc.role).expect("one request per role");
+                starts.push(self.start_one(svc, req, labels));
+            }
+            let mut first_err = None;
+            for r in futures::future::join_all(starts).await {
+                match r {
+                    Ok((service, handle)) => {
+                        self.handles.lock().unwrap().push(handle);
+                        self.services.insert(service.role.clone(), service);
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = first_err {
+                return Err(e);
+            }
+            let roles: Vec<String> = self.services.keys().cloned().collect();
+            let probes = roles
+                .iter()
+                .filter(|r| self.declared.get(*r).is_some_and(|d| d.ready.is_some()))
+                .map(|r| self.wait_ready(r, Duration::from_secs(20)));
+            for r in futures::future::join_all(probes).await {
+                r?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_one(
+        &self,
+        svc: &system::Service,
+        req: system::Pending,
+        labels: &HashMap<String, String>,
+    ) -> Result<(Service, Box<dyn std::any::Any + Send + Sync>), StackError> {
+        let mut ports = BTreeMap::new();
+        for p in &svc.ports {
+            ports.insert(*p, free_port()?);
+        }
+        let name = format!("chaos-{}-{}", self.run_id, svc.role);
+        let mut labels: BTreeMap<String, String> = labels.clone().into_iter().collect();
+        labels.insert("chaos.role".into(), svc.role.clone());
+        let placement = Placement {
+            network: self.network.clone(),
+            name: name.clone(),
+            labels,
+            ports: ports.clone(),
+            startup_timeout: svc.startup_timeout,
+        };
+        match req.start(placement).await {
+            Ok(started) => Ok((
+                Service {
+                    role: svc.role.clone(),
+                    name,
+                    id: started.id,
+                    ports,
+                },
+                started.handle,
+            )),
+            Err(source) => Err(StackError::Start {
+                role: svc.role.clone(),
+                logs: log_tail(&self.docker, &name, 20).await,
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    /// The fault proxy's names for `role`'s ports, in declared order (empty when not proxied):
+    /// `role` for the first port, `role-PORT` for the others.
+    pub fn proxies_of(&self, role: &str) -> &[String] {
+        self.proxies.get(role).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// The Docker client.
@@ -486,17 +541,46 @@ impl Stack {
             .unwrap_or_else(|| panic!("the stack has no port {port} for {role}"))
     }
 
-    /// Base URL of the front door (nginx) on 127.0.0.1.
-    pub fn front_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.host_port("nginx", 80))
+    /// `host:port` at which the test process reaches `role`'s `port` directly.
+    pub fn addr(&self, role: &str, port: u16) -> String {
+        format!("127.0.0.1:{}", self.host_port(role, port))
     }
 
-    /// tokio-postgres connection string of PostgreSQL on 127.0.0.1.
-    pub fn postgres_config(&self) -> String {
-        format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=2",
-            self.host_port("postgres", 5432)
-        )
+    /// `host:port` at which clients of the system reach `role`'s `port`: through the fault
+    /// proxy when this run puts it in front of `role`, directly otherwise.
+    pub fn client_addr(&self, role: &str, port: u16) -> String {
+        match self.proxied.get(&(role.to_string(), port)) {
+            Some((_, listen)) => self.addr(PROXY_ROLE, *listen),
+            None => self.addr(role, port),
+        }
+    }
+
+    /// Every published (role, port) and the address clients use for it.
+    pub(crate) fn client_addrs(&self) -> BTreeMap<(String, u16), String> {
+        self.services
+            .values()
+            .flat_map(|s| s.ports.keys().map(move |p| (s.role.clone(), *p)))
+            .map(|(r, p)| {
+                let a = self.client_addr(&r, p);
+                ((r, p), a)
+            })
+            .collect()
+    }
+
+    /// How to log into `role` if the system declared it as PostgreSQL (tokio-postgres syntax).
+    pub fn postgres_config(&self, role: &str) -> Option<String> {
+        let pg = self.declared.get(role)?.postgres.as_ref()?;
+        Some(format!(
+            "host=127.0.0.1 port={} user={} dbname={} connect_timeout=2",
+            self.host_port(role, pg.port),
+            pg.user,
+            pg.database
+        ))
+    }
+
+    /// What the system declared for `role`.
+    pub fn declared(&self, role: &str) -> Option<&system::Service> {
+        self.declared.get(role)
     }
 
     /// What observers need to attribute events to a service (pid refreshed from Docker).
@@ -528,23 +612,41 @@ impl Stack {
         Ok(())
     }
 
-    /// Waits until a service answers on its own protocol after a (re)start.
+    /// Waits until a service is ready by its probe (see [`system::Probe`]) after a (re)start;
+    /// without a probe, until its first port accepts a connection.
     pub async fn wait_ready(&self, role: &str, deadline: Duration) -> Result<(), StackError> {
-        match role {
-            "postgres" => self.wait_postgres(deadline).await,
-            "redis" => {
-                self.wait_tcp_banner(role, 6379, b"PING\r\n", b"+PONG", deadline)
+        let Some(svc) = self.declared.get(role) else {
+            return Ok(());
+        };
+        match &svc.ready {
+            Some(system::Probe::Postgres { .. }) => self.wait_postgres(role, deadline).await,
+            Some(system::Probe::Exchange { port, send, expect }) => {
+                self.wait_tcp_banner(role, *port, send, expect, deadline)
                     .await
             }
-            "orders" => self.wait_http_ok("orders", 8080, "/health", deadline).await,
-            "nginx" => self.wait_http_ok("nginx", 80, "/health", deadline).await,
-            "proxy" => self.wait_http_ok("proxy", 8474, "/version", deadline).await,
-            _ => Ok(()),
+            Some(system::Probe::Tcp(port)) => {
+                self.wait_tcp_banner(role, *port, b"", b"", deadline).await
+            }
+            Some(system::Probe::Http { port, path }) => {
+                self.wait_http_ok(role, *port, path, deadline).await
+            }
+            None => match svc.ports.first() {
+                Some(port) => self.wait_tcp_banner(role, *port, b"", b"", deadline).await,
+                None => Ok(()),
+            },
         }
     }
 
-    async fn wait_postgres(&self, deadline: Duration) -> Result<(), StackError> {
-        let cfg = self.postgres_config();
+    async fn wait_postgres(&self, role: &str, deadline: Duration) -> Result<(), StackError> {
+        let Some(cfg) = self.postgres_config(role) else {
+            return Err(self
+                .not_ready(
+                    role,
+                    deadline,
+                    "its probe is Probe::Postgres but the service is not declared with Service::postgres".into(),
+                )
+                .await);
+        };
         let until = Instant::now() + deadline;
         let mut last = String::new();
         while Instant::now() < until {
@@ -568,7 +670,7 @@ impl Stack {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err(self.not_ready("postgres", deadline, last).await)
+        Err(self.not_ready(role, deadline, last).await)
     }
 
     async fn wait_tcp_banner(
@@ -586,6 +688,9 @@ impl Stack {
         while Instant::now() < until {
             let attempt = async {
                 let mut s = tokio::net::TcpStream::connect(&addr).await?;
+                if send.is_empty() {
+                    return Ok(true);
+                }
                 s.write_all(send).await?;
                 let mut buf = [0u8; 64];
                 let n = s.read(&mut buf).await?;
@@ -614,10 +719,8 @@ impl Stack {
         let mut last = String::new();
         while Instant::now() < until {
             match crate::http::get(&url, Duration::from_secs(1)).await {
-                Ok((200, _)) => return Ok(()),
-                Ok((code, body)) => {
-                    last = format!("HTTP {code}: {}", String::from_utf8_lossy(&body))
-                }
+                Ok(r) if r.status == 200 => return Ok(()),
+                Ok(r) => last = format!("HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)),
                 Err(e) => last = e,
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -650,7 +753,7 @@ impl Stack {
     /// Removes every container, the network and the volume; bounded, never panics.
     pub async fn teardown(&self) {
         let handles: Vec<_> =
-            std::mem::take(&mut *self.containers.lock().unwrap_or_else(|e| e.into_inner()));
+            std::mem::take(&mut *self.handles.lock().unwrap_or_else(|e| e.into_inner()));
         let mut ids: Vec<String> = self.services.values().map(|s| s.id.clone()).collect();
         // Containers created but never registered (a failed parallel start) carry our run label.
         let filter = HashMap::from([(
@@ -694,16 +797,22 @@ impl Stack {
             std::mem::forget(h);
         }
         let _ = self.docker.remove_network(&self.network).await;
-        let _ = self
-            .docker
-            .remove_volume(&self.volume, None::<RemoveVolumeOptions>)
-            .await;
-        let _ = std::fs::remove_dir_all(&self.tmp);
+        let volumes = self
+            .volumes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for v in volumes {
+            let _ = self
+                .docker
+                .remove_volume(&v, None::<RemoveVolumeOptions>)
+                .await;
+        }
     }
 
     /// Keeps everything running (CHAOS_KEEP=1 on a failed test) and says how to remove it.
     pub fn keep(&self) -> String {
-        for h in std::mem::take(&mut *self.containers.lock().unwrap_or_else(|e| e.into_inner())) {
+        for h in std::mem::take(&mut *self.handles.lock().unwrap_or_else(|e| e.into_inner())) {
             std::mem::forget(h);
         }
         format!(
@@ -718,14 +827,6 @@ impl Stack {
             self.run_id
         )
     }
-}
-
-fn image_name(image: &str) -> String {
-    image.split(':').next().unwrap_or(image).to_string()
-}
-
-fn image_tag(image: &str) -> String {
-    image.split(':').nth(1).unwrap_or("latest").to_string()
 }
 
 fn labels(run_id: &str) -> HashMap<String, String> {

@@ -66,7 +66,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lists::{FAULT_KINDS, TARGETS};
+    use crate::FAULT_KINDS;
+
+    const TARGETS: &[&str] = &["postgres", "redis", "orders", "nginx"];
 
     const KEYS: &[&str] = &[
         "fault",

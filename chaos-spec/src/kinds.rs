@@ -1,11 +1,7 @@
-//! The closed lists `#[chaos_test]` accepts.
+//! The closed lists: fault kinds, their parameters and what a target must offer.
 //!
-//! `FAULT_KINDS`, `TARGETS`, `FAULT_PARAMS` and `ParamType` are a copy of
-//! `chaos-runtime/src/spec.rs`: a proc-macro crate cannot depend on the runtime it expands to.
-//! Change both files together. `tests/lists.rs` compares the two, and `tests/ui/pass/` holds one
-//! case per fault kind, so a divergence fails `cargo test -p chaos-macros`.
-//!
-//! This file is also compiled into `tests/lists.rs` (`#[path]`): keep it free of crate imports.
+//! One copy, read by the macro (compile-time checks), the runtime (what it implements and the
+//! run-time checks of experiments built in code), the doctor and the CLI.
 
 /// Fault kinds `fault = ".."` and `faults(KIND(..))` accept.
 pub const FAULT_KINDS: &[&str] = &[
@@ -19,9 +15,6 @@ pub const FAULT_KINDS: &[&str] = &[
     "disk_io",
     "pool_exhaustion",
 ];
-
-/// Roles of the bundled stack a fault can target.
-pub const TARGETS: &[&str] = &["postgres", "redis", "orders", "nginx"];
 
 /// Parameters each fault accepts, besides `target`, `duration` and `after`.
 pub const FAULT_PARAMS: &[(&str, &[(&str, ParamType)])] = &[
@@ -56,11 +49,8 @@ pub enum ParamType {
     Direction,
 }
 
-/// `observer = ".."` (spec.rs: `Spec::observer`).
+/// `observer = ".."`.
 pub const OBSERVERS: &[&str] = &["auto", "bpf", "fallback"];
-
-/// `workload = ".."` (spec.rs: `Spec::workload`).
-pub const WORKLOADS: &[&str] = &["orders", "reads"];
 
 /// Values of a `ParamType::Direction` parameter.
 pub const DIRECTIONS: &[&str] = &["both", "ingress", "egress"];
@@ -100,4 +90,51 @@ pub fn faults_taking(name: &str) -> Vec<&'static str> {
         .filter(|(_, params)| params.iter().any(|(p, _)| *p == name))
         .map(|(kind, _)| *kind)
         .collect()
+}
+
+/// What a fault's target must offer, beyond being a role of the system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needs {
+    /// Any service.
+    Any,
+    /// A service with at least one declared TCP port (the fault proxy fronts its ports).
+    Ports,
+    /// A service declared as speaking PostgreSQL (`Service::postgres`).
+    Postgres,
+}
+
+/// What the target of `kind` must offer; `None` for an unknown kind.
+pub fn needs(kind: &str) -> Option<Needs> {
+    FAULT_KINDS.contains(&kind).then(|| match kind {
+        "latency" => Needs::Ports,
+        "pool_exhaustion" => Needs::Postgres,
+        _ => Needs::Any,
+    })
+}
+
+/// One line saying what `kind` does, for `--help`, `chaos list` and the doctor.
+pub fn describe(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "kill" => "SIGKILL the container, start it again at heal",
+        "stop" => "docker stop (SIGTERM, then SIGKILL), start at heal",
+        "pause" => "freeze every process (cgroup freezer), resume at heal",
+        "network_partition" => {
+            "drop the target's packets to and from the stack (direction = both | ingress | egress)"
+        }
+        "latency" => "the fault proxy in front of the target's ports adds latency/jitter",
+        "memory_oom" => "lower the memory limit and push the target past it",
+        "cpu_throttle" => "CFS quota / cpu.max on the target",
+        "disk_io" => "blkio / io.max throttle of the target's writes",
+        "pool_exhaustion" => "a client holds every PostgreSQL connection",
+        _ => return None,
+    })
+}
+
+/// A role name as systems declare it and attributes name it: lowercase ASCII letters, digits,
+/// `-` and `_`, starting with a letter (it becomes part of container names).
+pub fn valid_role(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name.len() <= 32
 }

@@ -1,0 +1,283 @@
+//! The insta snapshot of a run: its normalised timeline, a picture of the system's behaviour.
+use crate::observe::ObserverMode;
+use crate::spec::Spec;
+use crate::timeline::{Event, Metrics, Timeline};
+
+/// Event kinds left out of snapshots: their presence depends on timing, not on behaviour.
+const NOISY_KINDS: &[&str] = &[
+    "tcp_state",
+    "tcp_retransmit",
+    "tcp_reset",
+    "runq_delay",
+    "block_io_latency",
+    "memory_pressure",
+    "io_throttled",
+    "cpu_throttled",
+    "cpu_pressure",
+    "io_pressure",
+    // When our own readiness probe sees the service back races with the workload's first success.
+    "service_ready",
+    // Periodic pg_stat_activity counts: their number depends on the run's length.
+    "pg_connections",
+];
+
+/// Signals whose delivery is behaviour (a kill, a stop, a crash), not a service's own chatter
+/// (postgres signals its children with SIGUSR1/SIGALRM/SIGINT all the time).
+const FATAL_SIGNALS: &[&str] = &["9", "15", "6", "11", "19"];
+
+fn snapshot_worthy(e: &Event) -> bool {
+    if NOISY_KINDS.contains(&e.kind.as_str()) {
+        return false;
+    }
+    match e.kind.as_str() {
+        "signal" => e
+            .detail
+            .get("signal")
+            .is_some_and(|s| FATAL_SIGNALS.contains(&s.as_str())),
+        // Processes come and go in every service; an exit by a fatal signal is the behaviour.
+        "process_exit" => e
+            .detail
+            .get("signal")
+            .is_some_and(|s| FATAL_SIGNALS.contains(&s.as_str())),
+        _ => true,
+    }
+}
+
+pub(crate) fn assert_snapshot(spec: &Spec, tl: &Timeline, forced: Option<ObserverMode>) {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(std::path::Path::new(spec.manifest_dir).join("tests/snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings.set_input_file(spec.file);
+    settings.set_description(format!("normalised timeline of {}", spec.name));
+    if let Some(m) = forced {
+        settings.set_snapshot_suffix(format!("{m:?}").to_lowercase());
+    }
+    let normalised = mask_addresses(snapshot_view(tl).normalised(snapshot_worthy));
+    settings.bind(|| {
+        insta::assert_yaml_snapshot!(spec.fn_name, normalised);
+    });
+}
+
+/// Events that say a heal is done: the fault's mechanism is undone (a partition's rules are gone,
+/// a killed container runs again). `fault_healed` is stamped when the heal starts.
+const HEAL_DONE_KINDS: &[&str] = &[
+    "network_restored",
+    "container_restarted",
+    "container_start",
+    // A pool exhaustion's slots are free again; a latency toxic or netem qdisc is gone (and the
+    // proxy's counters, read once it is, prove it acted).
+    "pool_released",
+    "toxic_removed",
+    "proxy_stats",
+    "netem_removed",
+];
+/// Of those, the ones after which the fault no longer acts at all (the service needs no restart).
+const FAULT_LIFTED_KINDS: &[&str] = &[
+    "network_restored",
+    "pool_released",
+    "toxic_removed",
+    "netem_removed",
+];
+
+/// The timeline as snapshots see it; metrics and the journal keep the real times.
+/// - A request that started after `fault_healed` but before the fault was lifted (removing a
+///   partition's rules and listing them back takes 10-40 ms, more on a loaded machine) met the
+///   fault, not the recovery, and whether one did is a matter of timing: such failures, and a
+///   `last_error` among them, count in the fault phase.
+/// - A heal that completes after the steady state already returned (a service the steady state
+///   does not need, e.g. a cache restarted last in a composite) is recovery work; whether the
+///   steady window began before or after it is timing: its events count in the recovery phase.
+fn snapshot_view(tl: &Timeline) -> std::borrow::Cow<'_, Timeline> {
+    use std::borrow::Cow;
+    let start = |name: &str| {
+        tl.phases
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.start_ms)
+    };
+    let Some(heal) = start("recovery") else {
+        return Cow::Borrowed(tl);
+    };
+    let steady = start("steady").unwrap_or(f64::INFINITY);
+    let lifted = tl
+        .events
+        .iter()
+        .filter(|e| FAULT_LIFTED_KINDS.contains(&e.kind.as_str()))
+        .map(|e| e.t_ms)
+        .fold(heal, f64::max);
+    let met_fault = |ok: bool, t: f64| !ok && t >= heal && t < lifted;
+    let late_heal = |e: &Event| HEAL_DONE_KINDS.contains(&e.kind.as_str()) && e.t_ms >= steady;
+    if !tl.samples.iter().any(|s| met_fault(s.ok, s.t_ms)) && !tl.events.iter().any(late_heal) {
+        return Cow::Borrowed(tl);
+    }
+    let mut v = tl.clone();
+    for e in v.events.iter_mut().filter(|e| late_heal(e)) {
+        e.t_ms = (steady - 0.01).max(heal);
+    }
+    let before = heal - 0.01;
+    for s in v.samples.iter_mut().filter(|s| met_fault(s.ok, s.t_ms)) {
+        s.t_ms = before;
+    }
+    for e in v
+        .events
+        .iter_mut()
+        .filter(|e| e.kind == "last_error" && met_fault(false, e.t_ms))
+    {
+        e.t_ms = before;
+    }
+    let metrics = tl.metrics.clone();
+    v.compute_metrics(0.0, heal, None, metrics.recover_budget_ms);
+    v.metrics = Metrics {
+        phases: std::mem::take(&mut v.metrics.phases),
+        ..metrics
+    };
+    Cow::Owned(v)
+}
+
+/// Snapshots do not name addresses: Docker picks the stack's subnet per run, and a partition's
+/// mechanism names it. IPv4 subnets become `<subnet>`, addresses `<ip>`.
+fn mask_addresses(mut n: crate::timeline::Normalised) -> crate::timeline::Normalised {
+    for f in &mut n.faults {
+        *f = mask_ipv4(f);
+    }
+    for e in &mut n.events {
+        if let Some(d) = &mut e.detail {
+            *d = mask_ipv4(d);
+        }
+    }
+    n
+}
+
+/// Replaces `a.b.c.d` with `<ip>` and `a.b.c.d/n` with `<subnet>`.
+fn mask_ipv4(s: &str) -> String {
+    let b = s.as_bytes();
+    let digits = |mut j: usize| {
+        let start = j;
+        while j < b.len() && b[j].is_ascii_digit() && j - start < 3 {
+            j += 1;
+        }
+        (j > start).then_some(j)
+    };
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        let boundary = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'.');
+        let mut end = None;
+        if boundary && b[i].is_ascii_digit() {
+            let mut j = i;
+            for part in 0..4 {
+                match digits(j) {
+                    Some(k) if part < 3 && k < b.len() && b[k] == b'.' => j = k + 1,
+                    Some(k) if part == 3 => end = Some(k),
+                    _ => break,
+                }
+            }
+        }
+        match end {
+            Some(k) if !(k < b.len() && (b[k].is_ascii_alphanumeric() || b[k] == b'.')) => {
+                match digits(k + 1).filter(|_| k < b.len() && b[k] == b'/') {
+                    Some(m) => {
+                        out.push_str("<subnet>");
+                        i = m;
+                    }
+                    None => {
+                        out.push_str("<ip>");
+                        i = k;
+                    }
+                }
+            }
+            _ => {
+                let c = s[i..].chars().next().expect("in bounds");
+                out.push(c);
+                i += c.len_utf8();
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{mask_ipv4, snapshot_view, snapshot_worthy};
+    use crate::timeline::Timeline;
+
+    fn timeline(lifted_ms: Option<f64>) -> Timeline {
+        let mut events = vec![
+            serde_json::json!({"t_ms": 2000.0, "kind": "fault_healed", "source": "runtime", "container": "postgres"}),
+            serde_json::json!({"t_ms": 2010.0, "kind": "last_error", "source": "workload"}),
+            serde_json::json!({"t_ms": 2300.0, "kind": "recovered", "source": "workload"}),
+            serde_json::json!({"t_ms": 2500.0, "kind": "container_restarted", "source": "runtime", "container": "redis"}),
+        ];
+        if let Some(t) = lifted_ms {
+            events.push(serde_json::json!({"t_ms": t, "kind": "network_restored", "source": "runtime", "container": "postgres"}));
+        }
+        let sample = |t: f64, ok: bool| serde_json::json!({"t_ms": t, "latency_ms": 5.0, "ok": ok, "status": if ok { 201 } else { 503 }});
+        let phase =
+            |n: &str, a: f64, b: f64| serde_json::json!({"name": n, "start_ms": a, "end_ms": b});
+        let mut tl: Timeline = serde_json::from_value(serde_json::json!({
+            "name": "t", "started_unix_ms": 0,
+            "phases": [phase("baseline", 0.0, 1000.0), phase("fault", 1000.0, 2000.0), phase("recovery", 2000.0, 2300.0), phase("steady", 2300.0, 4000.0)],
+            "faults": [], "events": events,
+            "samples": [sample(500.0, true), sample(1500.0, false), sample(2010.0, false), sample(2300.0, true), sample(3000.0, true)],
+            "hypothesis": {"window_ms": 1000.0, "min_ok_ratio": 1.0, "max_p99_ms": null, "min_samples": 1},
+            "metrics": {"time_to_first_error_ms": null, "error_window_ms": null, "time_to_recover_ms": 300.0, "recover_budget_ms": 3000.0, "phases": [], "acknowledged_writes": 0},
+            "observers": [], "lost_writes": []
+        }))
+        .expect("a timeline");
+        tl.events.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
+        tl.compute_metrics(1000.0, 2000.0, Some(2300.0), 3000.0);
+        tl
+    }
+
+    #[test]
+    fn snapshots_count_requests_that_met_a_partition_still_being_lifted_in_the_fault_phase() {
+        let phase_of = |n: &crate::timeline::Normalised, kind: &str| {
+            n.events
+                .iter()
+                .find(|e| e.kind == kind)
+                .map(|e| e.phase.clone())
+                .unwrap_or_default()
+        };
+        let lifted = snapshot_view(&timeline(Some(2030.0))).normalised(snapshot_worthy);
+        assert!(
+            !lifted
+                .phases
+                .iter()
+                .find(|p| p.phase == "recovery")
+                .unwrap()
+                .errors
+        );
+        assert_eq!(phase_of(&lifted, "last_error"), "fault");
+        // A heal done after the steady state returned is recovery work.
+        assert_eq!(phase_of(&lifted, "container_restarted"), "recovery");
+        // Without a lifted partition, a failure after the heal is the recovery's.
+        let kept = snapshot_view(&timeline(None)).normalised(snapshot_worthy);
+        assert!(
+            kept.phases
+                .iter()
+                .find(|p| p.phase == "recovery")
+                .unwrap()
+                .errors
+        );
+        assert_eq!(phase_of(&kept, "last_error"), "recovery");
+    }
+
+    #[test]
+    fn subnets_and_addresses_are_masked_words_are_not() {
+        assert_eq!(
+            mask_ipv4(
+                "iptables -I INPUT -s 172.31.0.0/16 -j DROP; iptables -I OUTPUT -d 10.0.0.0/8 -j DROP in postgres netns"
+            ),
+            "iptables -I INPUT -s <subnet> -j DROP; iptables -I OUTPUT -d <subnet> -j DROP in postgres netns"
+        );
+        assert_eq!(
+            mask_ipv4("daddr=172.18.0.4 dport=5432"),
+            "daddr=<ip> dport=5432"
+        );
+        assert_eq!(
+            mask_ipv4("v1.2.3.4 1.2.3 1.2.3.4.5 signal=9"),
+            "v1.2.3.4 1.2.3 1.2.3.4.5 signal=9"
+        );
+    }
+}
