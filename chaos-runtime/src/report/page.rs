@@ -70,8 +70,28 @@ pub fn short_name(test: &str) -> &str {
 
 /// The page of one run. `journal_file` is the journal's file name, shown in the footer.
 pub fn run_page(j: &Journal, journal_file: &str) -> String {
+    let short = short_name(&j.test);
+    let verdict = if j.passed { "pass" } else { "fail" };
+    let mut s = String::with_capacity(128 * 1024);
+    head(
+        &mut s,
+        &format!("{} · {short} · chaos report", verdict.to_uppercase()),
+    );
+    header(&mut s, j);
+    cards(&mut s, j);
+    chart_section(&mut s, j);
+    numbers(&mut s, j);
+    failures(&mut s, j);
+    observers(&mut s, j);
+    observations(&mut s, j);
+    violations(&mut s, j);
+    attachments(&mut s, j);
+    footer(&mut s, j, journal_file);
+    s
+}
+
+fn header(s: &mut String, j: &Journal) {
     let tl = &j.timeline;
-    let m = &tl.metrics;
     let short = short_name(&j.test);
     let module = j
         .test
@@ -79,13 +99,6 @@ pub fn run_page(j: &Journal, journal_file: &str) -> String {
         .map(|p| p.trim_end_matches("::"))
         .unwrap_or("");
     let verdict = if j.passed { "pass" } else { "fail" };
-    let mut s = String::with_capacity(128 * 1024);
-    head(
-        &mut s,
-        &format!("{} · {short} · chaos report", verdict.to_uppercase()),
-    );
-
-    // Header.
     let _ = write!(
         s,
         r#"<header class="page-head"><nav><a href="index.html">← all runs</a></nav><div class="title-row"><span id="verdict-badge" class="badge {verdict}">{}</span><h1>{}</h1></div><p class="sub">{}{} · started {} · {}</p></header>"#,
@@ -109,8 +122,11 @@ pub fn run_page(j: &Journal, journal_file: &str) -> String {
                 .join("; "))
         }
     );
+}
 
-    // Cards.
+fn cards(s: &mut String, j: &Journal) {
+    let tl = &j.timeline;
+    let m = &tl.metrics;
     s.push_str(r#"<section class="cards">"#);
     let budget = j.recover_within_ms as f64;
     let (rec_val, rec_cls) = match m.time_to_recover_ms {
@@ -135,14 +151,14 @@ pub fn run_page(j: &Journal, journal_file: &str) -> String {
         bud = budget / track * 100.0
     );
     card(
-        &mut s,
+        s,
         "Time to first error",
         &opt_dur(m.time_to_first_error_ms),
         "after the injection",
         "",
     );
     card(
-        &mut s,
+        s,
         "Error window",
         &opt_dur(m.error_window_ms),
         "first failed request to last",
@@ -150,7 +166,7 @@ pub fn run_page(j: &Journal, journal_file: &str) -> String {
     );
     let lost = tl.lost_writes.len();
     card(
-        &mut s,
+        s,
         "Lost writes",
         &lost.to_string(),
         &format!("of {} acknowledged", m.acknowledged_writes),
@@ -159,22 +175,26 @@ pub fn run_page(j: &Journal, journal_file: &str) -> String {
     let ok = tl.samples.iter().filter(|x| x.ok).count();
     let failed = tl.samples.len() - ok;
     card(
-        &mut s,
+        s,
         "Requests",
         &format!("{ok} ok"),
         &format!("{failed} failed"),
         "",
     );
     s.push_str("</section>");
+}
 
-    // The chart.
+fn chart_section(s: &mut String, j: &Journal) {
     let _ = write!(
         s,
         r#"<section class="panel chart"><h2>Timeline</h2><p class="hint">Hover a bar, point or marker for its numbers. The hatched window is the fault; the green line is where the steady state returned; the dashed orange line is the recovery budget.</p>{}</section>"#,
         chart::timeline_svg(j)
     );
+}
 
-    // Numbers.
+fn numbers(s: &mut String, j: &Journal) {
+    let tl = &j.timeline;
+    let m = &tl.metrics;
     let cached = tl.samples.iter().any(|x| cache_of(x).is_some());
     let _ = write!(
         s,
@@ -271,6 +291,8 @@ pub fn run_page(j: &Journal, journal_file: &str) -> String {
     }
     s.push_str("</tbody></table>");
     let mo = chart::moments(j);
+    let budget = j.recover_within_ms as f64;
+    let lost = tl.lost_writes.len();
     let _ = write!(
         s,
         r#"<table class="kv"><tbody><tr><th>time to first error</th><td>{}</td></tr><tr><th>error window</th><td>{}</td></tr><tr><th>time to recover</th><td>{} <span class="muted">(budget {}, line at {})</span></td></tr><tr><th>acknowledged writes</th><td>{}</td></tr><tr><th>lost writes</th><td class="{}">{}</td></tr></tbody></table></div></section>"#,
@@ -283,8 +305,10 @@ pub fn run_page(j: &Journal, journal_file: &str) -> String {
         if lost > 0 { "bad" } else { "" },
         lost
     );
+}
 
-    // Failures by reason.
+fn failures(s: &mut String, j: &Journal) {
+    let tl = &j.timeline;
     let reasons = failure_reasons(&tl.samples);
     if !reasons.is_empty() {
         s.push_str(r#"<section class="panel"><h2>Why requests failed</h2><table id="failures"><thead><tr><th>error</th><th class="num">count</th><th class="num">first</th><th class="num">last</th></tr></thead><tbody>"#);
@@ -306,8 +330,10 @@ pub fn run_page(j: &Journal, journal_file: &str) -> String {
         }
         s.push_str("</tbody></table></section>");
     }
+}
 
-    // Who observed what.
+fn observers(s: &mut String, j: &Journal) {
+    let tl = &j.timeline;
     s.push_str(r#"<section class="panel"><h2>Who observed what</h2><table id="observers"><thead><tr><th>signal</th><th>source</th><th class="num">events</th><th>how</th></tr></thead><tbody>"#);
     for c in &tl.observers {
         let kinds = SIGNAL_KINDS
@@ -333,8 +359,10 @@ pub fn run_page(j: &Journal, journal_file: &str) -> String {
         s.push_str(r#"<tr><td colspan="4" class="muted">no observer choices recorded</td></tr>"#);
     }
     s.push_str("</tbody></table></section>");
+}
 
-    // Every observation, collapsed.
+fn observations(s: &mut String, j: &Journal) {
+    let tl = &j.timeline;
     let markers = collapse(&tl.events);
     let _ = write!(
         s,
@@ -360,7 +388,10 @@ pub fn run_page(j: &Journal, journal_file: &str) -> String {
         s.push_str(r#"<tr><td colspan="7" class="muted">nothing was observed</td></tr>"#);
     }
     s.push_str("</tbody></table></section>");
+}
 
+fn violations(s: &mut String, j: &Journal) {
+    let tl = &j.timeline;
     if !tl.lost_writes.is_empty() {
         let ids: Vec<String> = tl
             .lost_writes
@@ -380,7 +411,10 @@ pub fn run_page(j: &Journal, journal_file: &str) -> String {
             }
         );
     }
+}
 
+fn attachments(s: &mut String, j: &Journal) {
+    let tl = &j.timeline;
     for (name, text) in &tl.attachments {
         let lines: Vec<&str> = text.lines().collect();
         let tail = &lines[lines.len().saturating_sub(ATTACHMENT_LINES)..];
@@ -397,6 +431,10 @@ pub fn run_page(j: &Journal, journal_file: &str) -> String {
             esc(&tail.join("\n"))
         );
     }
+}
+
+fn footer(s: &mut String, j: &Journal, journal_file: &str) {
+    let tl = &j.timeline;
     let _ = write!(
         s,
         r#"<section class="panel"><details><summary>Text timeline (as printed on failure)</summary><pre>{}</pre></details></section><footer>chaos report · journal <code>runs/{}</code> (schema v{}) · {} requests, {} events</footer></body></html>"#,
@@ -406,7 +444,6 @@ pub fn run_page(j: &Journal, journal_file: &str) -> String {
         tl.samples.len(),
         tl.events.len()
     );
-    s
 }
 
 fn card(s: &mut String, label: &str, value: &str, foot: &str, cls: &str) {
