@@ -1044,7 +1044,6 @@ mod tests {
             firsts,
             [
                 "unknown fault `kil`, did you mean `kill`?",
-                "unknown target `postgress`, did you mean `postgres`?",
                 "invalid duration `2 s` for `duration`: write a whole number and a unit, like \"500ms\", \"2s\" or \"1m\"",
                 // No "missing `recover_within`": the typo is taken for it.
                 "unknown option `recover_whithin`, did you mean `recover_within`?",
@@ -1148,7 +1147,7 @@ mod tests {
                 "duplicate option `target`: it is already set earlier; keep one",
                 "write each fault of `faults(..)` as `stop(target = \"..\", ..)`",
                 "invalid duration `1` for `latency`: write a whole number and a unit, like \"500ms\", \"2s\" or \"1m\"",
-                "missing `target` for `latency`: write `latency(target = \"..\")` with one of `postgres`, `redis`, `orders`, `nginx`",
+                "missing `target` for `latency`: write `latency(target = \"..\")` with a role of the system",
             ]
         );
         assert_eq!(
@@ -1178,7 +1177,6 @@ mod tests {
                 "`recover_within` takes a string: `recover_within = \"10s\"`",
                 "`snapshot` takes `true` or `false`, without quotes: `snapshot = false`",
                 "unknown observer `ebpf`, did you mean `bpf`?",
-                "unknown workload `writes`",
             ]
         );
     }

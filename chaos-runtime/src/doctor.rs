@@ -1031,6 +1031,17 @@ tracefs /sys/kernel/tracing tracefs rw,relatime 0 0
         }
     }
 
+    #[test]
+    fn every_fault_kind_of_the_vocabulary_has_a_mechanism_here() {
+        for kind in chaos_spec::FAULT_KINDS {
+            let said = fault_support(kind, &here());
+            assert!(
+                !said.as_ref().is_err_and(|e| e.contains("unknown fault kind")),
+                "the doctor does not know {kind}"
+            );
+        }
+    }
+
     fn v2_host() -> Facts {
         let mut cg = parse_cgroup_mounts(V2);
         cg.v2_controllers = ["cpuset", "cpu", "io", "memory", "pids"]

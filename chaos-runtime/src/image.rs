@@ -45,6 +45,9 @@ pub enum ImageError {
         /// Its last lines of output.
         tail: String,
     },
+    /// The build's lock file cannot be used.
+    #[error(transparent)]
+    Lock(#[from] crate::slots::LockError),
     /// Local I/O around the build (temp dir, lock file).
     #[error("{call} failed")]
     Io {
@@ -76,16 +79,8 @@ pub async fn ensure(docker: &Docker) -> Result<String, ImageError> {
     if docker.inspect_image(&tag).await.is_ok() {
         return Ok(tag);
     }
-    let lock_path = std::env::temp_dir().join(format!("{}.lock", tag.replace(':', "-")));
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|source| ImageError::Io {
-            call: format!("open {}", lock_path.display()),
-            source,
-        })?;
+    let lock_path = crate::slots::lock_dir().join(format!("{}.lock", tag.replace(':', "-")));
+    let lock = crate::slots::open_lock(&lock_path)?;
     let lock = tokio::task::spawn_blocking(move || {
         use fs2::FileExt;
         if lock.try_lock_exclusive().is_err() {

@@ -66,7 +66,7 @@ async fn run_async(spec: &'static Spec, body: Body) -> Result<(), Failure> {
     let checked = check(spec, &system)?;
     let docker = docker::connect().await?;
     sweep_left_behind(&docker).await;
-    let _slot = slots::acquire().await;
+    let _slot = slots::acquire().await?;
     let id = run_id(spec);
     progress::line(
         "run",

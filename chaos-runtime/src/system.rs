@@ -563,7 +563,6 @@ pub struct Wiring {
     pub(crate) base_used: AtomicBool,
     pub(crate) run_id: String,
     pub(crate) volumes: std::sync::Mutex<Vec<String>>,
-    pub(crate) labels: std::collections::HashMap<String, String>,
 }
 
 impl Wiring {
@@ -611,7 +610,6 @@ impl Wiring {
         if !v.contains(&volume) {
             v.push(volume.clone());
         }
-        let _ = &self.labels;
         Mount::volume_mount(volume, path)
     }
 

@@ -47,20 +47,28 @@ pub fn listing(names: &[&str]) -> String {
         .join(", ")
 }
 
-/// Levenshtein distance over chars.
+/// Edit distance over chars where swapping two neighbours counts as one edit (optimal string
+/// alignment): `stroe` is one edit from `store`, as a typist would count it.
 fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
         }
     }
-    row[b.len()]
+    d[a.len()][b.len()]
 }
 
 #[cfg(test)]
@@ -130,6 +138,8 @@ mod tests {
         assert_eq!(did_you_mean("latncy", FAULT_KINDS), Some("latency"));
         assert_eq!(did_you_mean("kill_container", FAULT_KINDS), Some("kill"));
         assert_eq!(did_you_mean("postgress", TARGETS), Some("postgres"));
+        assert_eq!(did_you_mean("stroe", &["store", "web"]), Some("store"));
+        assert_eq!(did_you_mean("redsi", TARGETS), Some("redis"));
         assert_eq!(did_you_mean("pg", TARGETS), None);
     }
 

@@ -331,7 +331,6 @@ impl Stack {
             base_used: AtomicBool::new(false),
             run_id: run_id.to_string(),
             volumes: std::sync::Mutex::new(Vec::new()),
-            labels: labels.clone(),
         };
         let mut pending: BTreeMap<String, system::Pending> = system
             .services
