@@ -6,6 +6,9 @@
 //! NOXIOUS_BIN=/work/noxious/target/release/noxious-server nice cargo bench -p chaos-proxy --bench proxy_vs
 //! ```
 //!
+//! `BASELINE_BIN` may name an older chaos-proxy to run beside the current one as
+//! `ours-before` (an older build of this bench executable, or the real binary).
+//!
 //! Everything runs on 127.0.0.1. The driver (this process) runs a blocking echo
 //! server and a blocking sink on threads, and spawns the proxies as separate
 //! processes: chaos-proxy is this same executable re-run with
@@ -76,6 +79,19 @@ fn main() {
     );
     children.push(child);
     targets.push(t);
+    if let Ok(bin) = std::env::var("BASELINE_BIN") {
+        // An older chaos-proxy (its `proxy_vs` bench executable or the real binary).
+        let (child, t) = start_proxy(
+            "ours-before",
+            bin.as_ref(),
+            &[("PROXY_VS_ROLE", "serve")],
+            echo,
+            sink,
+            |port| vec!["--api".into(), format!("127.0.0.1:{port}")],
+        );
+        children.push(child);
+        targets.push(t);
+    }
     if let Ok(bin) = std::env::var("NOXIOUS_BIN") {
         let (child, t) = start_proxy("noxious", bin.as_ref(), &[], echo, sink, |port| {
             vec![
