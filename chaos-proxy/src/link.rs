@@ -153,8 +153,11 @@ fn io_end(e: &io::Error) -> End {
     }
 }
 
+/// Whether a toxic that can change this direction's bytes is present (`noop`
+/// cannot, so it keeps the fast path).
 fn has_toxic(list: &[Toxic], stream: Stream) -> bool {
-    list.iter().any(|t| t.stream == stream)
+    list.iter()
+        .any(|t| t.stream == stream && t.kind != ToxicKind::Noop {})
 }
 
 /// How the toxic pipeline of a pump ended without error.
@@ -351,7 +354,7 @@ impl Runs {
                     plan.slicer =
                         Some((average_size, size_variation, Duration::from_micros(delay)));
                 }
-                ToxicKind::Slicer { .. } => {}
+                ToxicKind::Slicer { .. } | ToxicKind::Noop {} => {}
             }
         }
         plan
