@@ -86,8 +86,9 @@
 //! 100 ms latency measures 100.4–100.5 ms round trip on loopback (tokio's
 //! timer gave 101.5 ms).
 //!
-//! A direction with no toxic (other than `noop`) is copied straight through one
-//! reused buffer per direction; its first toxic switches it, on open
+//! A direction with no toxic (other than `noop`) is forwarded straight from
+//! socket to socket (with `splice(2)` on Linux, so the bytes never enter the
+//! proxy's memory; elsewhere through one reused buffer); its first toxic switches it, on open
 //! connections too, to the pipeline that timestamps and shapes chunks, and it
 //! switches back once its toxics are gone and what was buffered has been
 //! written. `BENCH-PROXY.md` (in the repository) has the numbers against a
@@ -139,6 +140,8 @@ mod client;
 mod link;
 mod model;
 mod server;
+#[cfg(target_os = "linux")]
+mod splice;
 mod timer;
 
 pub use cli::{Command, DEFAULT_API, USAGE, parse_args, parse_proxy_spec};

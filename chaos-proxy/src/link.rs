@@ -1,8 +1,9 @@
 //! One proxied connection: two byte pumps (upstream, downstream).
 //!
-//! A pump whose direction has no toxic copies straight from one socket to the
-//! other through one reused buffer (the fast path: no allocation, no channel, no
-//! clock read per chunk). Once a toxic for its direction appears, it switches to
+//! A pump whose direction has no toxic moves bytes straight from one socket to
+//! the other (the fast path: no allocation, no channel, no clock read per
+//! chunk): on Linux with `splice(2)` through a pipe, without copying them into
+//! user space; elsewhere, or if splicing is refused, through one reused buffer. Once a toxic for its direction appears, it switches to
 //! the toxic pipeline: a reader that timestamps chunks and a writer that applies
 //! the live toxic list. When the list has no toxic for its direction any more and
 //! everything read so far has been written, it switches back.
@@ -178,9 +179,36 @@ async fn pump(
     counters: &Counters,
 ) -> Result<(), End> {
     let mut buf = vec![0u8; READ_BUF];
+    #[cfg(target_os = "linux")]
+    let mut pipe = crate::splice::Pipe::new().ok();
     loop {
         // Fast path: no toxic for this direction.
         while !has_toxic(&toxics.borrow_and_update(), stream) {
+            #[cfg(target_os = "linux")]
+            if let Some(p) = &pipe {
+                let filled = tokio::select! {
+                    biased;
+                    _ = changed(&mut toxics) => continue,
+                    r = p.fill(src.as_ref()) => r,
+                };
+                let n = match filled {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                        // splice(2) refused these descriptors (nothing moved):
+                        // copy through user space instead.
+                        pipe = None;
+                        continue;
+                    }
+                    Err(e) => return Err(io_end(&e)),
+                };
+                if n == 0 {
+                    let _ = dst.shutdown().await;
+                    return Ok(());
+                }
+                counters.bytes(stream, n);
+                p.drain(dst.as_ref(), n).await.map_err(|e| io_end(&e))?;
+                continue;
+            }
             let n = tokio::select! {
                 biased;
                 _ = changed(&mut toxics) => continue,
