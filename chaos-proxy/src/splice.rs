@@ -61,6 +61,16 @@ impl Pipe {
                 splice(src.as_raw_fd(), self.write.as_raw_fd(), self.size)
             }) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Ok(n) if n > 0 && n < self.size => {
+                    // A short move emptied the receive queue: forget the
+                    // readiness now, as tokio's own reads do, instead of
+                    // learning it from one more splice that fails with EAGAIN.
+                    // Data arriving since raises a new edge-triggered event.
+                    let _ = src.try_io(Interest::READABLE, || {
+                        Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+                    });
+                    return Ok(n);
+                }
                 r => return r,
             }
         }
