@@ -193,9 +193,17 @@ async fn pump(
                 };
                 let n = match filled {
                     Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-                        // splice(2) refused these descriptors (nothing moved):
-                        // copy through user space instead.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::InvalidInput
+                                | io::ErrorKind::PermissionDenied
+                                | io::ErrorKind::Unsupported
+                        ) =>
+                    {
+                        // splice(2) refused these descriptors or is not allowed
+                        // here (a seccomp profile): nothing moved, so copy
+                        // through user space instead.
                         pipe = None;
                         continue;
                     }
