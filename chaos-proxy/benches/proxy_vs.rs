@@ -28,8 +28,11 @@
 //!   100 ms downstream latency toxic; the error is the round trip minus 100 ms.
 //!
 //! `PROXY_VS_ROUNDS` (10) rounds; the first round is a warm-up and discarded.
-//! Prints medians and p99s over all samples, and the median and quartiles of
-//! the paired throughput ratios. Run without `--bench` (e.g. `cargo test --benches`) it only says it
+//! Prints medians and p99s over all samples, the median and quartiles of the
+//! paired throughput ratios, and each proxy process's CPU time (all threads,
+//! from `/proc/PID/task/*/schedstat`) per round trip and per GB of bulk: a cost
+//! that the load of other processes on a shared machine disturbs far less than
+//! wall-clock times. Run without `--bench` (e.g. `cargo test --benches`) it only says it
 //! skipped. No assertion: it reports.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -121,8 +124,10 @@ fn main() {
         for block in 0..SLICES {
             for k in 0..n {
                 let i = (k + round + block) % n;
+                let c0 = cpu_ns(targets[i].pid);
                 let r = targets[i].rtts(rtts / SLICES);
                 if keep {
+                    targets[i].cpu_rtt_ns += cpu_ns(targets[i].pid) - c0;
                     rtt[i].extend(r);
                 }
             }
@@ -133,7 +138,11 @@ fn main() {
             let mut got = vec![0.0; n];
             for k in 0..n {
                 let i = (k + round + slice) % n;
+                let c0 = cpu_ns(targets[i].pid);
                 got[i] = targets[i].bulk((mib / SLICES).max(1));
+                if keep {
+                    targets[i].cpu_bulk_ns += cpu_ns(targets[i].pid) - c0;
+                }
             }
             if keep {
                 for i in 0..n {
@@ -186,6 +195,19 @@ fn main() {
             lat_err(99.0),
         );
     }
+    println!();
+    println!("| proxy | CPU per round trip | CPU per GB of bulk |");
+    println!("|---|---|---|");
+    let bulk_gb = ((rounds - 1) * SLICES * (mib / SLICES).max(1)) as f64 * 1.048_576e-3;
+    let n_rtts = ((rounds - 1) * SLICES * (rtts / SLICES)) as f64;
+    for t in targets.iter().filter(|t| t.pid.is_some()) {
+        println!(
+            "| {} | {:.1} µs | {:.0} ms |",
+            t.name,
+            t.cpu_rtt_ns as f64 / 1e3 / n_rtts,
+            t.cpu_bulk_ns as f64 / 1e6 / bulk_gb,
+        );
+    }
     for mut c in children {
         let _ = c.kill();
         let _ = c.wait();
@@ -224,6 +246,24 @@ struct Target {
     rtt_conn: TcpStream,
     sink_conn: TcpStream,
     lat_conn: Option<TcpStream>,
+    /// The proxy process, whose CPU time is measured (none for direct).
+    pid: Option<u32>,
+    /// Proxy CPU time spent in kept rtt blocks and bulk transfers, ns.
+    cpu_rtt_ns: u64,
+    cpu_bulk_ns: u64,
+}
+
+/// CPU time of all threads of a process so far (ns, from schedstat).
+fn cpu_ns(pid: Option<u32>) -> u64 {
+    let Some(pid) = pid else { return 0 };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {
@@ -248,6 +288,9 @@ impl Target {
             rtt_conn: connect(echo),
             sink_conn: connect(sink),
             lat_conn: None,
+            pid: None,
+            cpu_rtt_ns: 0,
+            cpu_bulk_ns: 0,
         }
     }
 
@@ -357,6 +400,9 @@ fn start_proxy(
         rtt_conn: connect(listen[0]),
         sink_conn: connect(listen[1]),
         lat_conn: Some(connect(listen[2])),
+        pid: Some(child.id()),
+        cpu_rtt_ns: 0,
+        cpu_bulk_ns: 0,
     };
     (child, t)
 }

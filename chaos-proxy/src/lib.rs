@@ -87,8 +87,8 @@
 //! timer gave 101.5 ms).
 //!
 //! A direction with no toxic (other than `noop`) is forwarded straight from
-//! socket to socket (with `splice(2)` on Linux, so the bytes never enter the
-//! proxy's memory; elsewhere through one reused buffer); its first toxic switches it, on open
+//! socket to socket through one reused buffer, or on Linux, while data comes in
+//! bulk, with `splice(2)`, so the bytes never enter the proxy's memory; its first toxic switches it, on open
 //! connections too, to the pipeline that timestamps and shapes chunks, and it
 //! switches back once its toxics are gone and what was buffered has been
 //! written. `BENCH-PROXY.md` (in the repository) has the numbers against a
