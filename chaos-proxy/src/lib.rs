@@ -43,6 +43,13 @@
 //! Errors are Toxiproxy's: `{"error":"proxy not found","status":404}`,
 //! `"toxic already exists"` (409), `"invalid toxic type"` (400), …
 //!
+//! As Toxiproxy, every answer carries an `X-Toxiproxy-Request-Id` header, and a
+//! request whose `User-Agent` starts with `Mozilla/` (a browser) is refused with
+//! 403 `{"error":"User agent not allowed","status":403}` whatever its path: the
+//! API has no authentication, and a web page must not steer the proxy through
+//! 127.0.0.1. Clients other than browsers (curl, the Toxiproxy clients,
+//! [`ProxyClient`]) are not affected.
+//!
 //! ```text
 //! $ curl -s -XPOST 127.0.0.1:8474/proxies/postgres/toxics -d \
 //!   '{"name":"lat","type":"latency","stream":"downstream","toxicity":1.0,"attributes":{"latency":100,"jitter":0}}'
@@ -64,20 +71,28 @@
 //! | type | attributes | effect |
 //! |---|---|---|
 //! | `latency` | `latency`, `jitter` (ms) | each chunk delayed by latency ± uniform jitter, measured from its arrival; order preserved |
-//! | `bandwidth` | `rate` (KB/s, 1 KB = 1000 B) | throughput paced to the rate |
+//! | `bandwidth` | `rate` (KB/s, 1 KB = 1000 B) | throughput paced to the rate; `rate` 0 is refused (400) |
 //! | `slow_close` | `delay` (ms) | the FIN is forwarded `delay` after the source closed |
 //! | `timeout` | `timeout` (ms) | all data (and the FIN) dropped; connection closed after `timeout`, never if 0 |
 //! | `reset_peer` | `timeout` (ms) | both sockets reset (RST, `SO_LINGER` 0) `timeout` after the toxic began on the connection |
 //! | `limit_data` | `bytes` | connection closed once `bytes` bytes passed in this stream |
 //! | `slicer` | `average_size`, `size_variation` (bytes), `delay` (µs) | chunks cut in pieces |
+//! | `noop` | none (`{}`) | nothing: bytes pass unchanged |
 //!
 //! Disabling a proxy closes its listener and all its connections; enabling it
 //! binds the same address again.
 //!
 //! Delays use a dedicated timer thread rather than tokio's 1 ms timer, so a
 //! 100 ms latency measures 100.4–100.5 ms round trip on loopback (tokio's
-//! timer gave 101.5 ms). The proxy itself adds about 40 µs per round trip without
-//! toxics (debug build).
+//! timer gave 101.5 ms).
+//!
+//! A direction with no toxic (other than `noop`) is forwarded straight from
+//! socket to socket through one reused buffer, or on Linux, while data comes in
+//! bulk, with `splice(2)`, so the bytes never enter the proxy's memory; its first toxic switches it, on open
+//! connections too, to the pipeline that timestamps and shapes chunks, and it
+//! switches back once its toxics are gone and what was buffered has been
+//! written. `BENCH-PROXY.md` (in the repository) has the numbers against a
+//! direct connection and noxious, and the command that measures them.
 //!
 //! `stats.toxics_applied` counts every time a toxic acted: a chunk delayed,
 //! throttled, sliced or dropped, a FIN delayed, or a connection closed or reset.
@@ -95,7 +110,9 @@
 //! - Toxics are listed in the order they were added (Toxiproxy lists upstream
 //!   ones first); `toxicity` outside 0..=1 is refused with 400.
 //! - `GET /version` answers `{"version":"2.12.0","chaos_proxy":"<crate version>"}`;
-//!   the browser-blocking and `/metrics` of Toxiproxy are not implemented.
+//!   Toxiproxy's `/metrics` is not implemented.
+//! - A bandwidth `rate` of 0 is refused with 400 (Toxiproxy accepts it and then
+//!   forwards nothing); the browser 403 has a JSON body (Toxiproxy's is text).
 //!
 //! ## From Rust
 //!
@@ -123,6 +140,8 @@ mod client;
 mod link;
 mod model;
 mod server;
+#[cfg(target_os = "linux")]
+mod splice;
 mod timer;
 
 pub use cli::{Command, DEFAULT_API, USAGE, parse_args, parse_proxy_spec};

@@ -1,8 +1,15 @@
-//! One proxied connection: two byte pumps (upstream, downstream), each a reader
-//! that timestamps chunks and a writer that applies the live toxic list.
+//! One proxied connection: two byte pumps (upstream, downstream).
 //!
-//! The writer re-reads the toxic list (a `watch` channel) whenever it changes, so
-//! toxics added, updated or removed at run time act on open connections too.
+//! A pump whose direction has no toxic moves bytes straight from one socket to
+//! the other (the fast path: no allocation, no channel, no clock read per
+//! chunk): through one reused buffer, and on Linux, while the data comes in
+//! bulk, with `splice(2)` through a pipe, without copying it into user space. Once a toxic for its direction appears, it switches to
+//! the toxic pipeline: a reader that timestamps chunks and a writer that applies
+//! the live toxic list. When the list has no toxic for its direction any more and
+//! everything read so far has been written, it switches back.
+//!
+//! Both modes watch the toxic list (a `watch` channel), so toxics added, updated
+//! or removed at run time act on open connections too.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,10 +26,14 @@ use tokio::sync::{mpsc, watch};
 use crate::model::{ProxyStats, Stream, Toxic, ToxicKind};
 use crate::timer::sleep_until;
 
-/// Bytes read per chunk.
-const READ_BUF: usize = 16 * 1024;
+/// Bytes read per chunk (both modes; one buffer per pump, reused).
+const READ_BUF: usize = 64 * 1024;
+/// A splice that moved fewer bytes than this switches the fast path back to
+/// recv + send (see `pump`).
+#[cfg(target_os = "linux")]
+const SPLICE_BELOW: usize = 16 * 1024;
 /// Chunks buffered per direction between reader and writer (bounds memory
-/// and the proxy's own buffering to `READ_BUF * CHANNEL_CAP` bytes).
+/// and the proxy's own buffering to about `READ_BUF * CHANNEL_CAP` bytes).
 const CHANNEL_CAP: usize = 256;
 
 /// The live toxic list of a proxy.
@@ -109,14 +120,10 @@ pub(crate) async fn run_connection(
     let outcome = {
         let (cr, cw) = client.split();
         let (ur, uw) = upstream.split();
-        let (up_tx, up_rx) = mpsc::channel(CHANNEL_CAP);
-        let (down_tx, down_rx) = mpsc::channel(CHANNEL_CAP);
         let pumps = async {
             tokio::try_join!(
-                reader(cr, up_tx),
-                writer(Stream::Upstream, up_rx, uw, toxics.clone(), &counters),
-                reader(ur, down_tx),
-                writer(Stream::Downstream, down_rx, cw, toxics.clone(), &counters),
+                pump(Stream::Upstream, cr, uw, toxics.clone(), &counters),
+                pump(Stream::Downstream, ur, cw, toxics.clone(), &counters),
             )
         };
         tokio::select! {
@@ -151,10 +158,137 @@ fn io_end(e: &io::Error) -> End {
     }
 }
 
-async fn reader(mut src: ReadHalf<'_>, tx: mpsc::Sender<Chunk>) -> Result<(), End> {
+/// Whether a toxic that can change this direction's bytes is present (`noop`
+/// cannot, so it keeps the fast path).
+fn has_toxic(list: &[Toxic], stream: Stream) -> bool {
+    list.iter()
+        .any(|t| t.stream == stream && t.kind != ToxicKind::Noop {})
+}
+
+/// How the toxic pipeline of a pump ended without error.
+enum Exit {
+    /// The source closed and the FIN was forwarded.
+    Done,
+    /// No toxic left for this direction and nothing buffered: back to the fast path.
+    Idle,
+}
+
+/// Moves one direction's bytes until the source closes (the FIN is forwarded)
+/// or a toxic or an I/O error ends the connection.
+async fn pump(
+    stream: Stream,
+    mut src: ReadHalf<'_>,
+    mut dst: WriteHalf<'_>,
+    mut toxics: watch::Receiver<ToxicList>,
+    counters: &Counters,
+) -> Result<(), End> {
     let mut buf = vec![0u8; READ_BUF];
+    // Splicing pays off for bulk data only: for small chunks a recv + send is
+    // cheaper than two splices (measured: 58 vs 74 µs of proxy CPU per 64-byte
+    // round trip). A read that fills the whole buffer switches this direction
+    // to splice; a splice that moves less than SPLICE_BELOW switches it back.
+    #[cfg(target_os = "linux")]
+    let mut pipe: Option<crate::splice::Pipe> = None;
+    #[cfg(target_os = "linux")]
+    let mut can_splice = true;
+    #[cfg(target_os = "linux")]
+    let mut splicing = false;
     loop {
-        let n = src.read(&mut buf).await.map_err(|e| io_end(&e))?;
+        // Fast path: no toxic for this direction.
+        while !has_toxic(&toxics.borrow_and_update(), stream) {
+            #[cfg(target_os = "linux")]
+            if splicing && let Some(p) = &pipe {
+                let filled = tokio::select! {
+                    biased;
+                    _ = changed(&mut toxics) => continue,
+                    r = p.fill(src.as_ref()) => r,
+                };
+                let n = match filled {
+                    Ok(n) => n,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::InvalidInput
+                                | io::ErrorKind::PermissionDenied
+                                | io::ErrorKind::Unsupported
+                        ) =>
+                    {
+                        // splice(2) refused these descriptors or is not allowed
+                        // here (a seccomp profile): nothing moved, so copy
+                        // through user space instead.
+                        pipe = None;
+                        can_splice = false;
+                        splicing = false;
+                        continue;
+                    }
+                    Err(e) => return Err(io_end(&e)),
+                };
+                if n == 0 {
+                    let _ = dst.shutdown().await;
+                    return Ok(());
+                }
+                counters.bytes(stream, n);
+                p.drain(dst.as_ref(), n).await.map_err(|e| io_end(&e))?;
+                splicing = n >= SPLICE_BELOW;
+                continue;
+            }
+            let n = tokio::select! {
+                biased;
+                _ = changed(&mut toxics) => continue,
+                r = src.read(&mut buf) => r.map_err(|e| io_end(&e))?,
+            };
+            if n == 0 {
+                let _ = dst.shutdown().await;
+                return Ok(());
+            }
+            counters.bytes(stream, n);
+            dst.write_all(&buf[..n]).await.map_err(|e| io_end(&e))?;
+            #[cfg(target_os = "linux")]
+            if n == buf.len() && can_splice {
+                if pipe.is_none() {
+                    // Made on first need: connections that only ever carry
+                    // small messages (database pools) hold no pipe.
+                    pipe = crate::splice::Pipe::new().ok();
+                    can_splice = pipe.is_some();
+                }
+                splicing = can_splice;
+            }
+        }
+        // Toxic pipeline. The reader takes a channel slot before it reads, so
+        // that, dropped at any await, it never holds bytes it has read: the
+        // writer goes idle only once the channel is empty.
+        let (tx, rx) = mpsc::channel(CHANNEL_CAP);
+        let reader = std::pin::pin!(reader(&mut src, tx, &mut buf));
+        let writer = std::pin::pin!(writer(stream, rx, &mut dst, &mut toxics, counters));
+        let (mut reader, mut writer) = (reader, writer);
+        let mut reading = true;
+        let exit = loop {
+            tokio::select! {
+                biased;
+                r = &mut reader, if reading => {
+                    r?;
+                    reading = false;
+                }
+                w = &mut writer => break w?,
+            }
+        };
+        match exit {
+            Exit::Done => return Ok(()),
+            Exit::Idle => continue,
+        }
+    }
+}
+
+async fn reader(
+    src: &mut ReadHalf<'_>,
+    tx: mpsc::Sender<Chunk>,
+    buf: &mut [u8],
+) -> Result<(), End> {
+    loop {
+        let Ok(permit) = tx.reserve().await else {
+            return Ok(());
+        };
+        let n = src.read(buf).await.map_err(|e| io_end(&e))?;
         if n == 0 {
             return Ok(()); // dropping tx tells the writer
         }
@@ -166,9 +300,7 @@ async fn reader(mut src: ReadHalf<'_>, tx: mpsc::Sender<Chunk>) -> Result<(), En
             slice_len: None,
             last_piece_at: None,
         };
-        if tx.send(chunk).await.is_err() {
-            return Ok(());
-        }
+        permit.send(chunk);
     }
 }
 
@@ -283,7 +415,7 @@ impl Runs {
                     plan.slicer =
                         Some((average_size, size_variation, Duration::from_micros(delay)));
                 }
-                ToxicKind::Slicer { .. } => {}
+                ToxicKind::Slicer { .. } | ToxicKind::Noop {} => {}
             }
         }
         plan
@@ -336,10 +468,10 @@ async fn or_terminal<T>(
 async fn writer(
     stream: Stream,
     mut rx: mpsc::Receiver<Chunk>,
-    mut dst: WriteHalf<'_>,
-    mut toxics: watch::Receiver<ToxicList>,
+    dst: &mut WriteHalf<'_>,
+    toxics: &mut watch::Receiver<ToxicList>,
     counters: &Counters,
-) -> Result<(), End> {
+) -> Result<Exit, End> {
     let mut runs = Runs::default();
     let mut pending: Option<Chunk> = None;
     let mut eof_at: Option<Instant> = None;
@@ -356,6 +488,9 @@ async fn writer(
             return Err(end);
         }
         let terminal_at = plan.terminal.map(|t| t.0);
+        if pending.is_none() && eof_at.is_none() && !has_toxic(&list, stream) && rx.is_empty() {
+            return Ok(Exit::Idle);
+        }
 
         let Some(chunk) = pending.as_mut() else {
             if let Some(eof) = eof_at {
@@ -364,7 +499,7 @@ async fn writer(
                 let close_at = (!plan.blackhole).then(|| eof + plan.slow_close);
                 tokio::select! {
                     biased;
-                    _ = changed(&mut toxics) => continue,
+                    _ = changed(toxics) => continue,
                     _ = sleep_opt(terminal_at) => continue,
                     _ = sleep_opt(close_at) => {}
                 }
@@ -372,11 +507,11 @@ async fn writer(
                     counters.applied();
                 }
                 let _ = or_terminal(dst.shutdown(), plan.terminal, counters).await?;
-                return Ok(());
+                return Ok(Exit::Done);
             }
             tokio::select! {
                 biased;
-                _ = changed(&mut toxics) => {}
+                _ = changed(toxics) => {}
                 _ = sleep_opt(terminal_at) => {}
                 c = rx.recv() => match c {
                     Some(c) => pending = Some(c),
@@ -431,7 +566,7 @@ async fn writer(
         if ready > Instant::now() {
             tokio::select! {
                 biased;
-                _ = changed(&mut toxics) => continue,
+                _ = changed(toxics) => continue,
                 _ = sleep_opt(terminal_at) => continue,
                 _ = sleep_until(ready) => {}
             }

@@ -55,9 +55,10 @@ pub enum ToxicKind {
         #[serde(default)]
         jitter: u64,
     },
-    /// Limit throughput to `rate` KB/s (1 KB = 1000 bytes, as Toxiproxy). 0 = unlimited.
+    /// Limit throughput to `rate` KB/s (1 KB = 1000 bytes, as Toxiproxy). A rate
+    /// of 0 is refused (see [`ToxicError::InvalidAttribute`]).
     Bandwidth {
-        /// KB per second.
+        /// KB per second, at least 1.
         #[serde(default)]
         rate: u64,
     },
@@ -98,6 +99,8 @@ pub enum ToxicKind {
         #[serde(default)]
         delay: u64,
     },
+    /// Pass everything through unchanged (Toxiproxy's `noop`; attributes `{}`).
+    Noop {},
 }
 
 impl ToxicKind {
@@ -111,12 +114,13 @@ impl ToxicKind {
             ToxicKind::ResetPeer { .. } => "reset_peer",
             ToxicKind::LimitData { .. } => "limit_data",
             ToxicKind::Slicer { .. } => "slicer",
+            ToxicKind::Noop {} => "noop",
         }
     }
 
     /// Builds a kind from a type name and an attributes object (missing keys are 0).
     pub fn from_parts(type_name: &str, attributes: &Value) -> Result<ToxicKind, ToxicError> {
-        const TYPES: [&str; 7] = [
+        const TYPES: [&str; 8] = [
             "latency",
             "bandwidth",
             "slow_close",
@@ -124,6 +128,7 @@ impl ToxicKind {
             "reset_peer",
             "limit_data",
             "slicer",
+            "noop",
         ];
         if !TYPES.contains(&type_name) {
             return Err(ToxicError::InvalidType(type_name.to_owned()));
@@ -135,8 +140,25 @@ impl ToxicKind {
         let mut tagged = Map::new();
         tagged.insert("type".into(), Value::String(type_name.into()));
         tagged.insert("attributes".into(), attributes);
-        serde_json::from_value(Value::Object(tagged))
-            .map_err(|e| ToxicError::BadAttributes(e.to_string()))
+        let kind: ToxicKind = serde_json::from_value(Value::Object(tagged))
+            .map_err(|e| ToxicError::BadAttributes(e.to_string()))?;
+        kind.validate()?;
+        Ok(kind)
+    }
+
+    /// Refuses attribute values whose meaning would be a trap.
+    fn validate(&self) -> Result<(), ToxicError> {
+        if let ToxicKind::Bandwidth { rate: 0 } = self {
+            // Toxiproxy 2.x never forwards a byte at rate 0 (it loops on empty
+            // slices); "unlimited" would be the opposite. Neither is what a test
+            // means, so it has to say which: remove the toxic, or use `timeout`.
+            return Err(ToxicError::InvalidAttribute(
+                "bandwidth rate must be at least 1 (KB/s); to stop all data use a timeout toxic, \
+                 for no limit remove the toxic"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The attributes object, as in the JSON.
@@ -253,6 +275,8 @@ pub enum ToxicError {
     InvalidToxicity(String),
     /// Attributes do not fit the type.
     BadAttributes(String),
+    /// An attribute value is refused (e.g. a bandwidth `rate` of 0); the message says why.
+    InvalidAttribute(String),
 }
 
 impl fmt::Display for ToxicError {
@@ -265,6 +289,7 @@ impl fmt::Display for ToxicError {
             ),
             ToxicError::InvalidToxicity(t) => write!(f, "toxicity must be within 0..1: {t}"),
             ToxicError::BadAttributes(e) => write!(f, "bad request body: attributes: {e}"),
+            ToxicError::InvalidAttribute(m) => f.write_str(m),
         }
     }
 }

@@ -194,16 +194,62 @@ impl Entry {
     }
 
     /// Toxiproxy's `Differs`: a new listen address or upstream restarts the proxy.
-    fn differs(&self, listen: &str, upstream: &str) -> bool {
-        upstream != self.upstream || !same_addr(listen, &self.listen)
+    /// As in Toxiproxy the listen address is compared resolved, so
+    /// `localhost:7070` is the same as a proxy bound to `127.0.0.1:7070`.
+    async fn differs(&self, listen: &str, upstream: &str) -> bool {
+        upstream != self.upstream || !same_listen(listen, &self.listen).await
     }
 }
 
-fn same_addr(a: &str, b: &str) -> bool {
-    match (a.parse::<SocketAddr>(), b.parse::<SocketAddr>()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
+async fn same_listen(wanted: &str, current: &str) -> bool {
+    if wanted == current {
+        return true;
     }
+    let Ok(current) = current.parse::<SocketAddr>() else {
+        return false;
+    };
+    match tokio::net::lookup_host(wanted).await {
+        Ok(mut addrs) => addrs.any(|a| a == current),
+        Err(_) => false,
+    }
+}
+
+/// Toxiproxy's browser guard and request id, around every answer.
+///
+/// A request whose `User-Agent` starts with `Mozilla/` is refused with 403: the
+/// API listens on localhost without authentication, and a web page the
+/// developer has open must not be able to steer it (a page can send simple
+/// POSTs to 127.0.0.1 without CORS). Every answer carries an
+/// `X-Toxiproxy-Request-Id`.
+async fn guard(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let browser = req
+        .headers()
+        .get(header::USER_AGENT)
+        .is_some_and(|ua| ua.as_bytes().starts_with(b"Mozilla/"));
+    let mut response = if browser {
+        ApiError::new(StatusCode::FORBIDDEN, "User agent not allowed").into_response()
+    } else {
+        next.run(req).await
+    };
+    if let Ok(id) = header::HeaderValue::from_str(&request_id()) {
+        response.headers_mut().insert(REQUEST_ID, id);
+    }
+    response
+}
+
+/// Header naming each API answer, as Toxiproxy's.
+const REQUEST_ID: &str = "x-toxiproxy-request-id";
+
+/// 20 lowercase hex digits: a per-process random prefix and a counter, so ids
+/// are unique within a process and unlikely to repeat across restarts.
+fn request_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<u32> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| fastrand::u32(..));
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff_ffff;
+    format!("{prefix:08x}{n:012x}")
 }
 
 async fn accept_loop(
@@ -350,6 +396,7 @@ fn router(app: Arc<App>) -> Router {
                 .patch(toxic_update)
                 .delete(toxic_delete),
         )
+        .layer(axum::middleware::from_fn(guard))
         .with_state(app)
 }
 
@@ -387,7 +434,7 @@ async fn populate(State(app): State<Arc<App>>, body: Bytes) -> ApiResult {
     let mut done = Vec::new();
     for p in input {
         if let Some(existing) = map.get_mut(&p.name) {
-            if !existing.differs(&p.listen, &p.upstream) {
+            if !existing.differs(&p.listen, &p.upstream).await {
                 done.push(existing.view());
                 continue;
             }
@@ -444,7 +491,7 @@ async fn proxy_update(
     let listen = input.listen.unwrap_or_else(|| entry.listen.clone());
     let upstream = input.upstream.unwrap_or_else(|| entry.upstream.clone());
     let enabled = input.enabled.unwrap_or(entry.enabled());
-    if entry.differs(&listen, &upstream) {
+    if entry.differs(&listen, &upstream).await {
         entry.stop().await;
         entry.listen = listen;
         entry.upstream = upstream;

@@ -806,3 +806,143 @@ async fn command_line_config_starts_proxies() {
     })
     .await;
 }
+
+/// A server that answers every connection with `reply` as soon as it has read
+/// one byte, then closes at once.
+async fn reply_and_close_server(reply: Vec<u8>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                let mut b = [0u8; 1];
+                if sock.read(&mut b).await.is_ok() {
+                    let _ = sock.write_all(&reply).await;
+                }
+                // Dropped: the FIN follows the reply at once.
+            });
+        }
+    });
+    addr
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_then_close_arrives_whole_under_latency() {
+    bounded(20, async {
+        let reply = pattern(300 * 1024, 3);
+        let upstream = reply_and_close_server(reply.clone()).await;
+        let server = Server::start(ServerConfig {
+            api: "127.0.0.1:0".into(),
+            proxies: vec![NewProxy::new("rc", "127.0.0.1:0", upstream.to_string())],
+        })
+        .await
+        .unwrap();
+        let api = server.client();
+        let listen = api.proxy("rc").await.unwrap().listen;
+
+        // Toxic present before the connection, then added to an open one
+        // (the fast path must hand over to the toxic pipeline without loss).
+        for added_after_connect in [false, true] {
+            if !added_after_connect {
+                let lat = Toxic::latency("lat", Stream::Downstream, 100, 0);
+                api.add_toxic("rc", &lat).await.unwrap();
+            }
+            let mut s = TcpStream::connect(listen.as_str()).await.unwrap();
+            if added_after_connect {
+                // Let the proxy connect upstream and settle in its fast path.
+                tokio::time::sleep(20 * MS).await;
+                let lat = Toxic::latency("lat", Stream::Downstream, 100, 0);
+                api.add_toxic("rc", &lat).await.unwrap();
+                tokio::time::sleep(20 * MS).await;
+            }
+            let t0 = Instant::now();
+            s.write_all(b"?").await.unwrap();
+            let (got, end) = read_to_end_or_err(&mut s).await;
+            let elapsed = t0.elapsed();
+            end.unwrap();
+            assert_eq!(
+                got.len(),
+                reply.len(),
+                "added after connect: {added_after_connect}"
+            );
+            assert!(got == reply, "reply corrupted");
+            assert!(elapsed >= 100 * MS, "latency not applied: {elapsed:?}");
+            api.remove_toxic("rc", "lat").await.unwrap();
+        }
+        server.shutdown().await;
+    })
+    .await;
+}
+
+/// Echoes `total` bytes written in `piece`-sized writes while latency toxics
+/// are added and removed in both directions; the echo must be byte-exact.
+async fn echo_intact_while_toxics_toggle(total: usize, piece: usize) {
+    let rig = Rig::new().await;
+    let s = rig.connect().await;
+    let data = pattern(total, 11);
+    let (mut r, mut w) = s.into_split();
+    let sent = data.clone();
+    let sender = tokio::spawn(async move {
+        for p in sent.chunks(piece) {
+            w.write_all(p).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        w
+    });
+    let api = rig.api.clone();
+    let toggler = tokio::spawn(async move {
+        for i in 0..10u64 {
+            let stream = if i % 2 == 0 {
+                Stream::Upstream
+            } else {
+                Stream::Downstream
+            };
+            let name = format!("t{i}");
+            api.add_toxic("echo", &Toxic::latency(&name, stream, 1, 1))
+                .await
+                .unwrap();
+            tokio::time::sleep(15 * MS).await;
+            api.remove_toxic("echo", &name).await.unwrap();
+            tokio::time::sleep(5 * MS).await;
+        }
+    });
+    let mut got = Vec::with_capacity(total);
+    let mut buf = vec![0u8; 64 * 1024];
+    while got.len() < total {
+        let n = r.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed early at {}", got.len());
+        got.extend_from_slice(&buf[..n]);
+    }
+    toggler.await.unwrap();
+    let _w = sender.await.unwrap();
+    assert!(got == data, "bytes lost, duplicated or reordered");
+    let stats = rig.api.proxy("echo").await.unwrap().stats.unwrap();
+    assert_eq!(stats.bytes_upstream, total as u64);
+    assert_eq!(stats.bytes_downstream, total as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_stays_intact_while_toxics_come_and_go() {
+    // Small writes: the fast path copies through its buffer.
+    bounded(30, echo_intact_while_toxics_toggle(8 * 1024 * 1024, 7919)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_stays_intact_while_toxics_come_and_go() {
+    // Large writes fill the proxy's buffer, so on Linux the fast path splices.
+    bounded(
+        30,
+        echo_intact_while_toxics_toggle(32 * 1024 * 1024, 1024 * 1024),
+    )
+    .await;
+}
