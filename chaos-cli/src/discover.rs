@@ -121,6 +121,31 @@ pub fn terse_list(stdout: &str) -> Vec<String> {
         .collect()
 }
 
+/// A `cargo` command for the user's workspace, without the variables cargo sets for the
+/// process it runs (`cargo run -p chaos-cli` sets `CARGO_PKG_*`, `CARGO_MANIFEST_DIR`, ...):
+/// inherited by the inner cargo they reach build scripts and `env!`s and make it rebuild
+/// dependencies (rustls, bollard, chaos-runtime) on every run.
+pub fn cargo_command() -> Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    for (k, _) in std::env::vars_os() {
+        let Some(k) = k.to_str() else { continue };
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_",
+        ]
+        .iter()
+        .any(|p| k.starts_with(p))
+            || matches!(k, "CARGO_PRIMARY_PACKAGE" | "OUT_DIR")
+        {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
 /// Builds the test binaries (`cargo test --no-run`), calling `status` with each line cargo
 /// prints on stderr (`Compiling ...`, errors); returns the integration test binaries.
 pub fn build(
@@ -143,7 +168,7 @@ pub fn build(
     .stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
-        .map_err(|e| format!("cannot run {cargo}: {e}. Fix: put cargo on PATH"))?;
+        .map_err(|e| format!("cannot run cargo: {e}. Fix: put cargo on PATH"))?;
     // cargo's JSON on stdout, collected aside; its status lines on stderr, live.
     let stdout = child.stdout.take();
     let json = std::thread::spawn(move || {

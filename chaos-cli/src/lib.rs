@@ -48,9 +48,13 @@ pub fn main_as(args: Vec<OsString>, bin_name: &'static str) -> i32 {
     {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return code;
+            if e.use_stderr() {
+                let _ = e.print();
+                return 2;
+            }
+            // --help, --version: on stdout, ending in a newline.
+            out(e.render().to_string().trim_end());
+            return 0;
         }
     };
     match cli.command {
@@ -98,6 +102,9 @@ fn discover_targets(
     ui: &mut ui::Ui,
 ) -> Result<Vec<discover::Target>, String> {
     let dir = suite::chaos_dir(root);
+    if !ui.live() {
+        eprintln!("chaos: building the test binaries (cargo test --no-run)");
+    }
     ui.status("building the test binaries (cargo test --no-run)");
     let bins = discover::build(root, &packages.cargo_args(), |l| {
         let l = l.trim();

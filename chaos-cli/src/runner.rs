@@ -11,7 +11,7 @@ use console::style;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -325,7 +325,7 @@ fn run_one(
     let mut log = std::fs::File::create(&log_path)
         .map_err(|e| format!("cannot write {}: {e}", log_path.display()))?;
 
-    let mut cmd = Command::new(cargo);
+    let mut cmd = crate::discover::cargo_command();
     cmd.args(cargs)
         .current_dir(root)
         .env(rt::PROGRESS_FILE_ENV, &progress_file)

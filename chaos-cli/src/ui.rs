@@ -100,7 +100,7 @@ impl Ui {
         }
         let bar = self.status.get_or_insert_with(|| {
             let b = self.multi.add(ProgressBar::new_spinner());
-            b.set_style(spinner_style("{spinner:.yellow} {msg:.dim}"));
+            b.set_style(spinner_style("{spinner:.yellow} {wide_msg:.dim}"));
             b.enable_steady_tick(Duration::from_millis(100));
             b
         });
@@ -110,8 +110,9 @@ impl Ui {
     /// Hides the status line.
     pub fn clear_status(&mut self) {
         if let Some(b) = self.status.take() {
+            // Finished and cleared, not removed: `MultiProgress::remove` followed by a
+            // `println` leaves a ghost copy of the bar above in the scrollback.
             b.finish_and_clear();
-            self.multi.remove(&b);
         }
     }
 
@@ -156,7 +157,7 @@ impl Ui {
         if !self.tests.contains_key(test) {
             let header = ProgressBar::new_spinner();
             header.set_style(spinner_style(
-                "{spinner:.yellow} {prefix:.bold} {msg} {elapsed:.dim}",
+                "{spinner:.yellow} {elapsed:>3.dim} {prefix:.bold} {wide_msg}",
             ));
             header.set_prefix(test.to_string());
             let header = match &self.overall {
@@ -195,7 +196,7 @@ impl Ui {
         bar.set_style(spinner_style(if last {
             "    {msg}"
         } else {
-            "    {spinner:.yellow} {msg} {elapsed:.dim}"
+            "    {spinner:.yellow} {elapsed:>3.dim} {wide_msg}"
         }));
         let label = format!("{:<15}", phase_label(phase));
         let msg = if detail.is_empty() {
@@ -220,10 +221,8 @@ impl Ui {
         if let Some(t) = self.tests.remove(test) {
             for (_, b) in t.phases {
                 b.finish_and_clear();
-                self.multi.remove(&b);
             }
             t.header.finish_and_clear();
-            self.multi.remove(&t.header);
         }
         self.line(summary);
     }
