@@ -64,13 +64,12 @@ pub fn main_as(args: Vec<OsString>, bin_name: &'static str) -> i32 {
         Command::Doctor(a) => doctor(a.json),
         Command::Clean(a) => clean_cmd(a.dry_run, a.json),
         Command::Completions { shell } => {
+            // Into a buffer first: clap_complete panics on a closed pipe (`| head`).
             let mut cmd = Cli::command();
-            clap_complete::generate(
-                shell,
-                &mut cmd,
-                bin_name.replace(' ', "-"),
-                &mut std::io::stdout(),
-            );
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, bin_name.replace(' ', "-"), &mut buf);
+            use std::io::Write as _;
+            let _ = std::io::stdout().lock().write_all(&buf);
             0
         }
     }
