@@ -1,63 +1,60 @@
-//! `chaos run`: each selected experiment file through `cargo test -p chaos-suite --test <stem>`,
-//! one after the other, with a live display of every test's phases (read from the runtime's
-//! JSON-lines progress file, `CHAOS_PROGRESS_FILE`), then a summary table and the report index.
-use crate::suite::{self, Experiment};
-use crate::term::{Style, Term};
-use chaos_runtime::progress::{self, What, phases};
-use chaos_runtime::report::{self, Summary};
+//! `chaos run`: the experiments found by `discover`, each target through `cargo test -p
+//! <package> --test <target>`, one after the other, with the live display of `ui` (fed by the
+//! runtime's JSON-lines progress file, `CHAOS_PROGRESS_FILE`, and libtest's result lines),
+//! then a summary table, the report index, and on request JUnit XML and JSON.
+use crate::cli::RunArgs;
+use crate::discover::Target;
+use crate::junit::Outcome;
+use crate::rt::{self, Record, What, phases};
+use crate::ui::Ui;
+use console::style;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-/// What `chaos run` was asked.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Opts {
-    /// Selects experiment files by stem (`01`, `database`); when no file matches, the tests
-    /// whose name contains it.
-    pub filter: Option<String>,
-    /// Passed to the test harness after `--`.
-    pub test_args: Vec<String>,
-    /// `CHAOS_KEEP=1`: keep a failed test's stack.
-    pub keep: bool,
-    /// `CHAOS_OBSERVER`.
-    pub observer: Option<String>,
-    /// Stream cargo's and the tests' output as it comes, instead of the display.
-    pub verbose: bool,
-}
-
-/// The experiments to run and the test-name filter to pass on.
+/// The targets to run and the test-name filter to pass on: targets whose name contains the
+/// filter, else the targets with a test whose name contains it (and the filter goes to libtest).
 pub fn select(
-    all: &[Experiment],
+    all: &[Target],
     filter: Option<&str>,
-) -> Result<(Vec<Experiment>, Option<String>), String> {
+) -> Result<(Vec<Target>, Option<String>), String> {
     let Some(f) = filter else {
         return Ok((all.to_vec(), None));
     };
-    let by_file: Vec<Experiment> = all.iter().filter(|e| e.stem.contains(f)).cloned().collect();
-    if !by_file.is_empty() {
-        return Ok((by_file, None));
-    }
-    let by_test: Vec<Experiment> = all
+    let by_target: Vec<Target> = all
         .iter()
-        .filter(|e| e.tests.iter().any(|t| t.name.contains(f)))
+        .filter(|t| t.binary.target.contains(f))
+        .cloned()
+        .collect();
+    if !by_target.is_empty() {
+        return Ok((by_target, None));
+    }
+    let by_test: Vec<Target> = all
+        .iter()
+        .filter(|t| t.tests.iter().any(|x| x.name.contains(f)))
         .cloned()
         .collect();
     if by_test.is_empty() {
-        let stems: Vec<&str> = all.iter().map(|e| e.stem.as_str()).collect();
+        let names: Vec<&str> = all.iter().map(|t| t.binary.target.as_str()).collect();
         return Err(format!(
-            "no experiment file or test matches {f:?}. The experiments: {}. Fix: `chaos list`, then `chaos run 01` or `chaos run <part of a test name>`",
-            stems.join(", ")
+            "no experiment target or test matches {f:?}. The experiments: {}. Fix: `chaos list`, then `chaos run 01` or `chaos run <part of a test name>`",
+            names.join(", ")
         ));
     }
     Ok((by_test, Some(f.to_string())))
 }
 
-/// The `cargo test` arguments for one experiment.
-pub fn cargo_args(stem: &str, harness_filter: Option<&str>, test_args: &[String]) -> Vec<String> {
-    let mut v: Vec<String> = ["test", "-p", "chaos-suite", "--test", stem]
+/// The `cargo test` arguments for one target.
+pub fn cargo_args(
+    package: &str,
+    target: &str,
+    harness_filter: Option<&str>,
+    test_args: &[String],
+) -> Vec<String> {
+    let mut v: Vec<String> = ["test", "-p", package, "--test", target]
         .map(String::from)
         .to_vec();
     if harness_filter.is_some() || !test_args.is_empty() {
@@ -68,78 +65,110 @@ pub fn cargo_args(stem: &str, harness_filter: Option<&str>, test_args: &[String]
     v
 }
 
+/// The tests of `t` that this run should see run (libtest's substring filters, ignored rules).
+pub fn expected_tests(
+    t: &Target,
+    harness_filter: Option<&str>,
+    test_args: &[String],
+) -> Vec<String> {
+    let names: Vec<&String> = test_args.iter().filter(|a| !a.starts_with('-')).collect();
+    let only_ignored = test_args.iter().any(|a| a == "--ignored");
+    let include_ignored = test_args.iter().any(|a| a == "--include-ignored");
+    t.tests
+        .iter()
+        .filter(|x| harness_filter.is_none_or(|f| x.name.contains(f)))
+        .filter(|x| names.is_empty() || names.iter().any(|n| x.name.contains(n.as_str())))
+        .filter(|x| {
+            if only_ignored {
+                x.ignored
+            } else {
+                !x.ignored || include_ignored
+            }
+        })
+        .map(|x| x.name.clone())
+        .collect()
+}
+
+/// Seconds each test (`target::test`) took in its last run, from the journals: the journal's
+/// write time minus its start, plus the stack's start-up that comes before the start.
+pub fn estimates(dir: &Path) -> BTreeMap<String, f64> {
+    const STACK_START_S: f64 = 6.0;
+    let mut out = BTreeMap::new();
+    for (_, path) in rt::journals(dir) {
+        let (Some(s), Ok(m)) = (
+            rt::summary(&path),
+            std::fs::metadata(&path).and_then(|m| m.modified()),
+        ) else {
+            continue;
+        };
+        let end_ms = m
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as f64)
+            .unwrap_or(0.0);
+        let took = (end_ms - s.started_unix_ms as f64) / 1000.0;
+        if s.started_unix_ms > 0 && (0.0..3600.0).contains(&took) {
+            out.insert(s.test, took + STACK_START_S);
+        }
+    }
+    out
+}
+
 /// One test's progress.
 #[derive(Clone, Debug, Default)]
 struct TestView {
-    /// Phases reached: (phase, detail, seconds since the experiment started).
-    phases: Vec<(String, String, f64)>,
+    /// Phases reached: (phase, detail).
+    phases: Vec<(String, String)>,
     /// `ok`, `FAILED`, `ignored` from the harness.
     result: Option<String>,
-    seen: bool,
+    first_at: Option<Instant>,
+    done_at: Option<Instant>,
 }
 
 impl TestView {
-    fn reached(&self, phase: &str) -> Option<&(String, String, f64)> {
-        self.phases.iter().find(|p| p.0 == phase)
-    }
     fn verdict(&self) -> Option<bool> {
         match self.result.as_deref() {
             Some("ok") => Some(true),
             Some("FAILED") => Some(false),
-            _ => self.reached(phases::VERDICT).map(|p| p.1 == "pass"),
+            _ => self
+                .phases
+                .iter()
+                .find(|p| p.0 == phases::VERDICT)
+                .map(|p| p.1 == "pass"),
         }
     }
 }
 
-/// One experiment's run.
-struct ExpRun {
-    stem: String,
+/// One target's run.
+struct TargetRun {
+    package: String,
+    target: String,
     started: Instant,
     started_wall: SystemTime,
     tests: BTreeMap<String, TestView>,
     order: Vec<String>,
-    status: String,
     stdout: Vec<String>,
     output_tail: Vec<String>,
     exit: Option<ExitStatus>,
 }
 
-impl ExpRun {
-    fn test(&mut self, short: &str) -> &mut TestView {
-        if !self.tests.contains_key(short) {
-            self.order.push(short.to_string());
+impl TargetRun {
+    fn test(&mut self, name: &str) -> &mut TestView {
+        if !self.tests.contains_key(name) {
+            self.order.push(name.to_string());
         }
-        self.tests.entry(short.to_string()).or_default()
+        self.tests.entry(name.to_string()).or_default()
     }
-    fn elapsed(&self) -> f64 {
-        self.started.elapsed().as_secs_f64()
+    fn done(&self) -> usize {
+        self.tests.values().filter(|t| t.result.is_some()).count()
     }
 }
 
-/// A line of output of `cargo test`.
 enum Msg {
     Out(String),
     Err(String),
 }
 
-/// One row of the summary.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Outcome {
-    /// The experiment file stem.
-    pub experiment: String,
-    /// The test (short name), or `(build)` when none ran.
-    pub test: String,
-    /// Passed.
-    pub passed: bool,
-    /// `1.44 s / 5 s`.
-    pub recovery: String,
-    /// Lost writes, when a journal says.
-    pub lost_writes: Option<usize>,
-    /// The run's page.
-    pub report: Option<PathBuf>,
-}
-
-/// Removes the journals, pages and summary cache of earlier runs (not logs or screenshots).
+/// Removes the journals, pages and summary cache of earlier runs (not logs).
 fn clear_previous_runs(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir.join("runs"));
     let _ = std::fs::remove_file(dir.join(".summaries.json"));
@@ -152,102 +181,123 @@ fn clear_previous_runs(dir: &Path) {
     }
 }
 
-/// Runs the suite; returns the process exit code.
-pub fn run(root: &Path, opts: &Opts) -> i32 {
-    let term = Term::stderr();
-    let all = match suite::experiments(root) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("chaos run: {e}");
-            return 2;
-        }
-    };
-    let (selected, harness_filter) = match select(&all, opts.filter.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("chaos run: {e}");
-            return 2;
-        }
-    };
-    let dir = suite::chaos_dir(root);
-    if opts.filter.is_none() && opts.test_args.is_empty() {
-        // The whole suite: the report shows this run only, not journals of earlier, partial or
-        // renamed experiments.
-        clear_previous_runs(&dir);
+/// The suite's progress: tests done, and the time left as estimated from earlier journals.
+struct Suite {
+    done: u64,
+    expected_s: Vec<f64>,
+}
+
+/// Runs `targets` (already selected); returns the exit code.
+pub fn run(
+    root: &Path,
+    dir: &Path,
+    ui: &mut Ui,
+    targets: &[Target],
+    harness_filter: Option<&str>,
+    args: &RunArgs,
+) -> i32 {
+    let est = estimates(dir);
+    if args.filter.is_none() && args.test_args.is_empty() {
+        // The whole suite: the report shows this run only.
+        clear_previous_runs(dir);
     }
+    let plan: Vec<(&Target, Vec<String>)> = targets
+        .iter()
+        .map(|t| (t, expected_tests(t, harness_filter, &args.test_args)))
+        .collect();
+    let known: Vec<f64> = est.values().copied().collect();
+    let fallback = if known.is_empty() {
+        20.0
+    } else {
+        known.iter().sum::<f64>() / known.len() as f64
+    };
+    let mut suite = Suite {
+        done: 0,
+        expected_s: plan
+            .iter()
+            .flat_map(|(t, names)| {
+                names.iter().map(|n| {
+                    est.get(&format!("{}::{n}", t.binary.target))
+                        .copied()
+                        .unwrap_or(fallback)
+                })
+            })
+            .collect(),
+    };
+    ui.start_suite(suite.expected_s.len() as u64);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut outcomes: Vec<Outcome> = Vec::new();
-    let mut failed_experiments = 0;
-    let total = selected.len();
-    for (i, exp) in selected.iter().enumerate() {
-        let args = cargo_args(&exp.stem, harness_filter.as_deref(), &opts.test_args);
-        eprintln!(
-            "{} {} {}",
-            term.paint(Style::Bold, &format!("[{}/{total}] {}", i + 1, exp.stem)),
-            term.paint(Style::Dim, "·"),
-            term.paint(Style::Dim, &format!("cargo {}", args.join(" ")))
+    let mut failed_targets = 0;
+    let total = plan.len();
+    for (i, (t, expected)) in plan.iter().enumerate() {
+        let cargs = cargo_args(
+            &t.binary.package,
+            &t.binary.target,
+            harness_filter,
+            &args.test_args,
         );
-        let expected: Vec<String> = exp
-            .tests
-            .iter()
-            .filter(|t| harness_filter.as_deref().is_none_or(|f| t.name.contains(f)))
-            .filter(|t| {
-                // Names given to the harness after `--` filter too (substring, as libtest does).
-                let names: Vec<&String> = opts
-                    .test_args
-                    .iter()
-                    .filter(|a| !a.starts_with('-'))
-                    .collect();
-                names.is_empty() || names.iter().any(|n| t.name.contains(n.as_str()))
-            })
-            .filter(|t| {
-                !t.ignored
-                    || opts
-                        .test_args
-                        .iter()
-                        .any(|a| a == "--ignored" || a == "--include-ignored")
-            })
-            .map(|t| t.name.clone())
-            .collect();
-        let r = match run_one(root, &dir, &cargo, &args, &exp.stem, &expected, opts, &term) {
+        ui.line(&format!(
+            "{} {}",
+            style(format!("[{}/{total}] {}", i + 1, t.binary.target)).bold(),
+            style(format!("· cargo {}", cargs.join(" "))).dim()
+        ));
+        let r = match run_one(root, dir, &cargo, &cargs, t, expected, args, ui, &mut suite) {
             Ok(r) => r,
             Err(e) => {
+                ui.finish();
                 eprintln!("chaos run: {e}");
                 return 2;
             }
         };
         let ok = r.exit.is_some_and(|s| s.success());
         if !ok {
-            failed_experiments += 1;
-            print_failure(&r, &dir, &term);
+            failed_targets += 1;
+            print_failure(&r, dir, ui);
         }
-        outcomes.extend(outcomes_of(&r, &dir, ok));
+        outcomes.extend(outcomes_of(&r, dir, ok));
     }
-    let index = report::render_all(&dir);
-    print_summary(&outcomes, root, &term);
-    match index {
-        Ok(p) => eprintln!(
-            "\nreport: {}",
-            term.paint(Style::Bold, &p.display().to_string())
-        ),
+    ui.finish();
+    let index = rt::render_all(dir);
+    print_summary(&outcomes, root);
+    match &index {
+        Ok(p) => eprintln!("\nreport: {}", style(p.display()).bold()),
         Err(e) => eprintln!("\nchaos run: could not rebuild the report: {e}"),
     }
-    if failed_experiments > 0 {
+    let mut code = if failed_targets > 0 {
         eprintln!(
             "{}",
-            term.paint(
-                Style::Red,
-                &format!("{failed_experiments} of {total} experiment(s) failed")
-            )
+            style(format!(
+                "{failed_targets} of {total} experiment target(s) failed"
+            ))
+            .red()
         );
         1
     } else {
         eprintln!(
             "{}",
-            term.paint(Style::Green, &format!("all {total} experiment(s) passed"))
+            style(format!("all {total} experiment target(s) passed")).green()
         );
         0
+    };
+    if let Some(path) = &args.junit {
+        let xml = crate::junit::to_xml("chaos", &outcomes, &crate::junit::now_iso8601());
+        match std::fs::write(path, xml) {
+            Ok(()) => eprintln!("junit: {}", path.display()),
+            Err(e) => {
+                eprintln!("chaos run: cannot write {}: {e}", path.display());
+                code = code.max(2);
+            }
+        }
     }
+    if args.json {
+        let v = serde_json::json!({
+            "passed": code == 0,
+            "report": index.as_ref().ok(),
+            "results": outcomes,
+        });
+        crate::out(&serde_json::to_string_pretty(&v).unwrap_or_default());
+    }
+    code
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -255,111 +305,89 @@ fn run_one(
     root: &Path,
     dir: &Path,
     cargo: &str,
-    args: &[String],
-    stem: &str,
+    cargs: &[String],
+    t: &Target,
     expected: &[String],
-    opts: &Opts,
-    term: &Term,
-) -> Result<ExpRun, String> {
+    args: &RunArgs,
+    ui: &mut Ui,
+    suite: &mut Suite,
+) -> Result<TargetRun, String> {
+    let target = &t.binary.target;
     let progress_dir = dir.join("progress");
     let logs = dir.join("logs");
     for d in [&progress_dir, &logs] {
         std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
     }
-    let progress_file = progress_dir.join(format!("{stem}.jsonl"));
+    let progress_file = progress_dir.join(format!("{target}.jsonl"));
     std::fs::write(&progress_file, b"")
         .map_err(|e| format!("cannot write {}: {e}", progress_file.display()))?;
-    let log_path = logs.join(format!("{stem}.log"));
+    let log_path = logs.join(format!("{target}.log"));
     let mut log = std::fs::File::create(&log_path)
         .map_err(|e| format!("cannot write {}: {e}", log_path.display()))?;
 
-    let mut cmd = Command::new(cargo);
-    cmd.args(args)
+    let mut cmd = crate::discover::cargo_command();
+    cmd.args(cargs)
         .current_dir(root)
-        .env(progress::FILE_ENV, &progress_file)
+        .env(rt::PROGRESS_FILE_ENV, &progress_file)
         .env("CARGO_TERM_COLOR", "never")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if opts.keep {
+    if args.keep {
         cmd.env("CHAOS_KEEP", "1");
     }
-    if let Some(o) = &opts.observer {
-        cmd.env("CHAOS_OBSERVER", o);
+    if let Some(o) = args.observer {
+        cmd.env("CHAOS_OBSERVER", o.as_str());
     }
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot run {cargo}: {e}. Fix: put cargo on PATH"))?;
     let (tx, rx) = mpsc::channel::<Msg>();
-    let readers: Vec<_> = [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>)
-            .map(|s| (s, true)),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>)
-            .map(|s| (s, false)),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|(s, is_out)| {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(s).lines().map_while(Result::ok) {
-                let _ = tx.send(if is_out {
-                    Msg::Out(line)
-                } else {
-                    Msg::Err(line)
-                });
-            }
-        })
-    })
-    .collect();
+    let mut readers = Vec::new();
+    if let Some(s) = child.stdout.take() {
+        readers.push(reader(Box::new(s), true, tx.clone()));
+    }
+    if let Some(s) = child.stderr.take() {
+        readers.push(reader(Box::new(s), false, tx.clone()));
+    }
     drop(tx);
 
-    let mut r = ExpRun {
-        stem: stem.to_string(),
+    let mut r = TargetRun {
+        package: t.binary.package.clone(),
+        target: target.clone(),
         started: Instant::now(),
         started_wall: SystemTime::now(),
         tests: BTreeMap::new(),
         order: Vec::new(),
-        status: "building".into(),
         stdout: Vec::new(),
         output_tail: Vec::new(),
         exit: None,
     };
-    for t in expected {
-        r.test(t);
+    for name in expected {
+        r.test(name);
     }
+    let base_done = suite.done;
     let mut tail = Tail::new(progress_file);
-    let mut drawn = 0usize;
-    let mut frame = 0usize;
     let mut exited_at: Option<Instant> = None;
     loop {
         let mut done_reading = false;
         loop {
-            match rx.recv_timeout(Duration::from_millis(if r.exit.is_some() {
-                20
-            } else {
-                120
-            })) {
+            let wait = Duration::from_millis(if r.exit.is_some() { 20 } else { 120 });
+            match rx.recv_timeout(wait) {
                 Ok(m) => {
                     // Records first: a phase reached before this line was printed comes before it.
                     for rec in tail.read() {
-                        on_record(&mut r, rec, term, opts.verbose || !term.live());
+                        on_record(&mut r, rec, ui, args.verbose);
                     }
                     let (line, is_out) = match m {
                         Msg::Out(l) => (l, true),
                         Msg::Err(l) => (l, false),
                     };
                     let _ = writeln!(log, "{line}");
-                    if opts.verbose {
+                    if args.verbose {
                         eprintln!("{line}");
                     }
-                    on_output(&mut r, &line, is_out, term, opts.verbose || !term.live());
+                    on_output(&mut r, &line, is_out, ui, dir);
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => break,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -369,7 +397,7 @@ fn run_one(
             }
         }
         for rec in tail.read() {
-            on_record(&mut r, rec, term, opts.verbose || !term.live());
+            on_record(&mut r, rec, ui, args.verbose);
         }
         if r.exit.is_none()
             && let Ok(Some(st)) = child.try_wait()
@@ -377,10 +405,9 @@ fn run_one(
             r.exit = Some(st);
             exited_at = Some(Instant::now());
         }
-        if term.live() && !opts.verbose {
-            frame += 1;
-            drawn = redraw(&r, term, drawn, frame, false);
-        }
+        suite.done = base_done + r.done() as u64;
+        let left = suite_left(suite, &r);
+        ui.suite_progress(suite.done, left, target);
         // A grandchild may hold the pipes open after cargo exited: wait for them briefly only.
         if exited_at.is_some_and(|t| done_reading || t.elapsed() > Duration::from_secs(2)) {
             break;
@@ -390,28 +417,61 @@ fn run_one(
         let _ = h.join();
     }
     for rec in tail.read() {
-        on_record(&mut r, rec, term, opts.verbose || !term.live());
+        on_record(&mut r, rec, ui, args.verbose);
     }
     if r.exit.is_none() {
         r.exit = child.wait().ok();
     }
-    if term.live() && !opts.verbose {
-        redraw(&r, term, drawn, frame, true);
-    } else {
-        let ok = r.exit.is_some_and(|s| s.success());
-        eprintln!(
-            "  {} {} in {:.0} s (log: {})",
-            if ok {
-                term.paint(Style::Green, "✔")
-            } else {
-                term.paint(Style::Red, "✘")
-            },
-            stem,
-            r.elapsed(),
-            display_path(&log_path, root)
-        );
-    }
+    // Tests that never reported a result (a crash, a build error) count as done now.
+    suite.done = base_done + expected.len().max(r.done()) as u64;
+    ui.clear_status();
+    let ok = r.exit.is_some_and(|s| s.success());
+    ui.line(&format!(
+        "  {} {} in {:.0} s {}",
+        if ok {
+            style("✔").green()
+        } else {
+            style("✘").red()
+        },
+        target,
+        r.started.elapsed().as_secs_f64(),
+        style(format!("(log: {})", display_path(&log_path, root))).dim()
+    ));
     Ok(r)
+}
+
+/// Estimated seconds left in the suite: the estimates of the tests not done, less the time
+/// the running test already spent.
+fn suite_left(suite: &Suite, r: &TargetRun) -> Option<f64> {
+    let i = suite.done as usize;
+    if i >= suite.expected_s.len() {
+        return Some(0.0);
+    }
+    let running = r
+        .tests
+        .values()
+        .filter(|t| t.result.is_none())
+        .filter_map(|t| t.first_at)
+        .map(|a| a.elapsed().as_secs_f64())
+        .fold(0.0, f64::max);
+    let left: f64 = suite.expected_s[i..].iter().sum();
+    Some((left - running.min(suite.expected_s[i])).max(0.0))
+}
+
+fn reader(
+    s: Box<dyn Read + Send>,
+    is_out: bool,
+    tx: mpsc::Sender<Msg>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(s).lines().map_while(Result::ok) {
+            let _ = tx.send(if is_out {
+                Msg::Out(line)
+            } else {
+                Msg::Err(line)
+            });
+        }
+    })
 }
 
 /// Reads whole new lines of the progress file as they are appended.
@@ -430,7 +490,7 @@ impl Tail {
         }
     }
 
-    fn read(&mut self) -> Vec<progress::Record> {
+    fn read(&mut self) -> Vec<Record> {
         let Ok(mut f) = std::fs::File::open(&self.path) else {
             return Vec::new();
         };
@@ -446,13 +506,13 @@ impl Tail {
         let mut out = Vec::new();
         while let Some(nl) = self.partial.find('\n') {
             let line: String = self.partial.drain(..=nl).collect();
-            out.extend(progress::parse(&line));
+            out.extend(rt::parse_progress(&line));
         }
         out
     }
 }
 
-/// The test name of a libtest result line: `test NAME ... ok`.
+/// The test name and result of a libtest result line: `test NAME ... ok`.
 pub fn result_line(line: &str) -> Option<(&str, &str)> {
     let rest = line.strip_prefix("test ")?;
     let (name, result) = rest.split_once(" ... ")?;
@@ -460,11 +520,63 @@ pub fn result_line(line: &str) -> Option<(&str, &str)> {
     matches!(result, "ok" | "FAILED" | "ignored").then_some((name.trim(), result))
 }
 
-fn short(test: &str) -> &str {
-    test.rsplit("::").next().unwrap_or(test)
+/// The failure text of each failed test, from libtest's `failures:` section on stdout
+/// (`---- NAME stdout ----` blocks: the test's captured output and its panic message, which
+/// for a broken budget holds the runtime's text timeline).
+pub fn failure_blocks(stdout: &[String]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut cur: Option<(String, Vec<&str>)> = None;
+    for l in stdout {
+        let header = l
+            .strip_prefix("---- ")
+            .and_then(|r| r.strip_suffix(" stdout ----"));
+        if let Some(name) = header {
+            if let Some((n, body)) = cur.take() {
+                out.insert(n, body.join("\n").trim().to_string());
+            }
+            cur = Some((name.to_string(), Vec::new()));
+            continue;
+        }
+        if cur.is_some() && (l.trim() == "failures:" || l.starts_with("test result:")) {
+            if let Some((n, body)) = cur.take() {
+                out.insert(n, body.join("\n").trim().to_string());
+            }
+            continue;
+        }
+        if let Some((_, body)) = cur.as_mut() {
+            body.push(l);
+        }
+    }
+    if let Some((n, body)) = cur {
+        out.insert(n, body.join("\n").trim().to_string());
+    }
+    out
 }
 
-fn on_output(r: &mut ExpRun, line: &str, is_out: bool, term: &Term, plain: bool) {
+/// The journal of `target::test` written since `since`: its page and summary.
+fn fresh_journal(
+    dir: &Path,
+    target: &str,
+    since: SystemTime,
+) -> BTreeMap<String, (PathBuf, rt::Summary)> {
+    let mut out = BTreeMap::new();
+    for (stem, path) in rt::journals(dir) {
+        let fresh = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|m| m >= since);
+        if !fresh {
+            continue;
+        }
+        if let Some(s) = rt::summary(&path)
+            && let Some(name) = s.test.strip_prefix(&format!("{target}::"))
+        {
+            out.insert(name.to_string(), (rt::page_path(dir, &stem), s));
+        }
+    }
+    out
+}
+
+fn on_output(r: &mut TargetRun, line: &str, is_out: bool, ui: &mut Ui, dir: &Path) {
     r.output_tail.push(line.to_string());
     if r.output_tail.len() > 400 {
         r.output_tail.drain(..100);
@@ -472,16 +584,32 @@ fn on_output(r: &mut ExpRun, line: &str, is_out: bool, term: &Term, plain: bool)
     if is_out {
         r.stdout.push(line.to_string());
         if let Some((name, result)) = result_line(line) {
-            let t = r.test(short(name));
+            let key = format!("{}::{name}", r.target);
+            let t = r.test(name);
             t.result = Some(result.to_string());
-            if plain {
-                let style = match result {
-                    "ok" => Style::Green,
-                    "FAILED" => Style::Red,
-                    _ => Style::Dim,
-                };
-                eprintln!("    {}", term.paint(style, line));
-            }
+            t.done_at = Some(Instant::now());
+            let took = t
+                .first_at
+                .map(|a| format!(" in {:.0} s", a.elapsed().as_secs_f64()))
+                .unwrap_or_default();
+            let (mark, word) = match result {
+                "ok" => (style("✔").green(), style("PASS").green()),
+                "FAILED" => (style("✘").red(), style("FAIL").red()),
+                _ => (style("–").dim(), style("ignored").dim()),
+            };
+            let recovery = fresh_journal(dir, &r.target, r.started_wall)
+                .get(name)
+                .map(|(_, s)| {
+                    format!(
+                        " · recovered {} / {}",
+                        s.time_to_recover_ms
+                            .map(rt::dur)
+                            .unwrap_or_else(|| "never".into()),
+                        rt::dur(s.recover_within_ms as f64)
+                    )
+                })
+                .unwrap_or_default();
+            ui.test_done(&key, &format!("    {mark} {key} {word}{recovery}{took}"));
         }
         return;
     }
@@ -492,18 +620,21 @@ fn on_output(r: &mut ExpRun, line: &str, is_out: bool, term: &Term, plain: bool)
         ("Blocking ", "waiting: "),
     ] {
         if let Some(rest) = l.strip_prefix(prefix) {
-            r.status = format!("{what}{}", rest.split(" (").next().unwrap_or(rest));
-            if plain && prefix == "Running " {
-                eprintln!("    {}", term.paint(Style::Dim, l));
+            ui.status(&format!(
+                "{what}{}",
+                rest.split(" (").next().unwrap_or(rest)
+            ));
+            if !ui.live() && prefix == "Running " {
+                eprintln!("    {}", style(l).dim());
             }
         }
     }
-    if l.starts_with("error") && plain {
-        eprintln!("    {}", term.paint(Style::Red, l));
+    if l.starts_with("error") && !ui.live() {
+        eprintln!("    {}", style(l).red());
     }
 }
 
-fn on_record(r: &mut ExpRun, rec: progress::Record, term: &Term, plain: bool) {
+fn on_record(r: &mut TargetRun, rec: Record, ui: &mut Ui, verbose: bool) {
     let at = rec
         .t_unix_ms
         .checked_sub(
@@ -520,13 +651,18 @@ fn on_record(r: &mut ExpRun, rec: progress::Record, term: &Term, plain: bool) {
             phase,
             detail,
         } => {
-            let name = short(&test).to_string();
-            if plain {
+            let name = test
+                .strip_prefix(&format!("{}::", r.target))
+                .unwrap_or(&test)
+                .to_string();
+            if ui.live() {
+                ui.phase(&test, &phase, &detail);
+            } else if !verbose {
                 eprintln!(
                     "    {:>6}  {}  {}{}",
                     format!("{at:.1}s"),
-                    term.paint(Style::Bold, &name),
-                    phase_label(&phase),
+                    style(&test).bold(),
+                    crate::ui::phase_label(&phase),
                     if detail.is_empty() {
                         String::new()
                     } else {
@@ -535,157 +671,25 @@ fn on_record(r: &mut ExpRun, rec: progress::Record, term: &Term, plain: bool) {
                 );
             }
             let t = r.test(&name);
-            t.seen = true;
-            t.phases.push((phase, detail, at));
+            t.first_at.get_or_insert_with(Instant::now);
+            t.phases.push((phase, detail));
         }
         What::Line { scope, msg } => {
-            if plain && !matches!(scope.as_str(), "run" | "observe") {
-                eprintln!(
-                    "    {}",
-                    term.paint(Style::Dim, &format!("[chaos {scope}] {msg}"))
-                );
+            if !ui.live() && !verbose && !matches!(scope.as_str(), "run" | "observe") {
+                eprintln!("    {}", style(format!("[chaos {scope}] {msg}")).dim());
             }
             if scope != "report" {
-                r.status = format!("{scope}: {msg}");
+                ui.status(&format!("{scope}: {msg}"));
             }
         }
     }
 }
 
-fn phase_label(p: &str) -> &str {
-    match p {
-        phases::STACK_STARTING => "stack starting",
-        phases::BASELINE => "baseline",
-        phases::FAULT_INJECTED => "fault injected",
-        phases::HEALED => "healed",
-        phases::RECOVERED => "recovered",
-        phases::VERDICT => "verdict",
-        other => other,
-    }
-}
-
-const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
-const STEPS: [(&str, &str); 6] = [
-    (phases::STACK_STARTING, "stack"),
-    (phases::BASELINE, "baseline"),
-    (phases::FAULT_INJECTED, "fault"),
-    (phases::HEALED, "healed"),
-    (phases::RECOVERED, "recovered"),
-    (phases::VERDICT, "verdict"),
-];
-
-/// The display lines of an experiment (without styling decisions about the terminal).
-fn lines(r: &ExpRun, term: &Term, frame: usize, finished: bool) -> Vec<String> {
-    let spin = SPINNER[frame % SPINNER.len()];
-    let width = r
-        .order
-        .iter()
-        .map(|n| n.chars().count())
-        .max()
-        .unwrap_or(0)
-        .min(48);
-    let mut out = Vec::new();
-    for name in &r.order {
-        let t = &r.tests[name];
-        let running = t.seen && t.verdict().is_none() && !finished;
-        let head = match t.verdict() {
-            Some(true) => term.paint(Style::Green, "✔"),
-            Some(false) => term.paint(Style::Red, "✘"),
-            None if running => term.paint(Style::Yellow, spin),
-            None if finished => term.paint(Style::Dim, "–"),
-            None => term.paint(Style::Dim, "·"),
-        };
-        let mut steps = Vec::new();
-        let next = STEPS.iter().position(|(p, _)| t.reached(p).is_none());
-        for (i, (p, label)) in STEPS.iter().enumerate() {
-            let s = match t.reached(p) {
-                Some((_, detail, _)) if *p == phases::VERDICT => {
-                    if detail == "pass" {
-                        term.paint(Style::Green, "PASS")
-                    } else {
-                        term.paint(Style::Red, "FAIL")
-                    }
-                }
-                Some((_, detail, _)) if *p == phases::RECOVERED && detail.starts_with("never") => {
-                    term.paint(Style::Red, "never recovered")
-                }
-                Some((_, detail, _)) if *p == phases::RECOVERED => term.paint(
-                    Style::Green,
-                    &format!("recovered {}", detail.trim_end_matches(" after heal")),
-                ),
-                Some(_) => term.paint(Style::Green, label),
-                None if running && next == Some(i) => {
-                    term.paint(Style::Yellow, &format!("{label}…"))
-                }
-                None => term.paint(Style::Dim, label),
-            };
-            steps.push(s);
-        }
-        let when = t
-            .phases
-            .last()
-            .map(|p| format!(" {:.0}s", p.2))
-            .unwrap_or_default();
-        let shown_name: String = if name.chars().count() > width {
-            name.chars()
-                .take(width.saturating_sub(1))
-                .chain(['…'])
-                .collect()
-        } else {
-            name.clone()
-        };
-        out.push(format!(
-            "  {head} {shown_name:<width$}  {}{}",
-            steps.join(&term.paint(Style::Dim, " › ")),
-            term.paint(Style::Dim, &when)
-        ));
-    }
-    if !finished {
-        out.push(format!(
-            "  {} {}",
-            term.paint(Style::Dim, &format!("{:>4.0}s", r.elapsed())),
-            term.paint(Style::Dim, &r.status)
-        ));
-    }
-    out
-}
-
-fn redraw(r: &ExpRun, term: &Term, drawn: usize, frame: usize, finished: bool) -> usize {
-    let ls = lines(r, term, frame, finished);
-    let cols = term.columns();
-    let mut err = std::io::stderr().lock();
-    if drawn > 0 {
-        let _ = write!(err, "\x1b[{drawn}A");
-    }
-    for l in &ls {
-        let _ = writeln!(
-            err,
-            "\x1b[2K{}",
-            crate::term::truncate_visible(l, cols.saturating_sub(1))
-        );
-    }
-    // Lines left over from a longer previous frame: cleared, then the cursor goes back up so
-    // the block keeps its height while live and shrinks when final.
-    let extra = drawn.saturating_sub(ls.len());
-    for _ in 0..extra {
-        let _ = writeln!(err, "\x1b[2K");
-    }
-    if finished && extra > 0 {
-        let _ = write!(err, "\x1b[{extra}A");
-    }
-    let _ = err.flush();
-    if finished {
-        ls.len()
-    } else {
-        ls.len().max(drawn)
-    }
-}
-
-fn print_failure(r: &ExpRun, dir: &Path, term: &Term) {
-    eprintln!(
+fn print_failure(r: &TargetRun, dir: &Path, ui: &Ui) {
+    ui.line(&format!(
         "\n{}",
-        term.paint(Style::Red, &format!("── {} failed ──", r.stem))
-    );
+        style(format!("── {} failed ──", r.target)).red()
+    ));
     // The harness's `failures:` section holds every failed test's panic, which for a broken
     // budget is the runtime's compact text timeline.
     let from = r.stdout.iter().position(|l| l.trim() == "failures:");
@@ -694,94 +698,86 @@ fn print_failure(r: &ExpRun, dir: &Path, term: &Term) {
             .iter()
             .take_while(|l| !l.starts_with("test result:"))
             .collect(),
-        None => r
-            .output_tail
-            .iter()
-            .rev()
-            .take(60)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect(),
+        None => {
+            let n = r.output_tail.len();
+            r.output_tail[n.saturating_sub(60)..].iter().collect()
+        }
     };
     for l in body {
-        eprintln!("{l}");
+        ui.line(l);
     }
-    eprintln!(
-        "{}",
-        term.paint(
-            Style::Dim,
-            &format!(
-                "(full output: {})",
-                dir.join("logs").join(format!("{}.log", r.stem)).display()
-            )
-        )
+    ui.line(
+        &style(format!(
+            "(full output: {})",
+            dir.join("logs").join(format!("{}.log", r.target)).display()
+        ))
+        .dim()
+        .to_string(),
     );
 }
 
-/// The summary rows of one experiment: its tests, with their journals when they wrote one.
-fn outcomes_of(r: &ExpRun, dir: &Path, exp_ok: bool) -> Vec<Outcome> {
-    let since = r.started_wall;
-    let mut journals: BTreeMap<String, (PathBuf, Summary)> = BTreeMap::new();
-    for (stem, path) in report::journals(dir).unwrap_or_default() {
-        let fresh = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .is_ok_and(|m| m >= since);
-        if !fresh {
-            continue;
-        }
-        if let Ok(s) = report::read_summary(&path)
-            && s.test.starts_with(&format!("{}::", r.stem))
-        {
-            journals.insert(
-                short(&s.test).to_string(),
-                (report::page_path(dir, &stem), s),
-            );
-        }
-    }
+/// The results of one target: its tests, with their journals when they wrote one.
+fn outcomes_of(r: &TargetRun, dir: &Path, target_ok: bool) -> Vec<Outcome> {
+    let journals = fresh_journal(dir, &r.target, r.started_wall);
+    let failures = failure_blocks(&r.stdout);
     let mut out = Vec::new();
     for name in &r.order {
         let t = &r.tests[name];
-        if t.result.as_deref() == Some("ignored") || (!t.seen && t.result.is_none() && exp_ok) {
+        if t.result.as_deref() == Some("ignored") || (t.result.is_none() && target_ok) {
             continue;
         }
         let j = journals.get(name);
-        let passed = t.verdict().unwrap_or(false) && t.result.as_deref() != Some("FAILED");
+        let passed = match t.result.as_deref() {
+            Some(res) => res == "ok",
+            None => false,
+        } && t.verdict() != Some(false);
         out.push(Outcome {
-            experiment: r.stem.clone(),
+            package: r.package.clone(),
+            experiment: r.target.clone(),
             test: name.clone(),
-            passed: if t.result.is_some() {
-                t.result.as_deref() == Some("ok")
-            } else {
-                passed
+            passed,
+            duration_s: match (t.first_at, t.done_at) {
+                (Some(a), Some(b)) => Some(b.duration_since(a).as_secs_f64()),
+                _ => None,
             },
             recovery: j
                 .map(|(_, s)| {
                     format!(
                         "{} / {}",
                         s.time_to_recover_ms
-                            .map(report::fmt::dur)
+                            .map(rt::dur)
                             .unwrap_or_else(|| "never".into()),
-                        report::fmt::dur(s.recover_within_ms as f64)
+                        rt::dur(s.recover_within_ms as f64)
                     )
                 })
                 .unwrap_or_else(|| "—".into()),
             lost_writes: j.map(|(_, s)| s.lost_writes),
             report: j.map(|(p, _)| p.clone()).filter(|p| p.exists()),
+            failure: if passed {
+                None
+            } else {
+                Some(failures.get(name).cloned().unwrap_or_else(|| {
+                    "the test did not report a result (see the target's log)".into()
+                }))
+            },
         });
     }
     if out.is_empty() {
+        let n = r.output_tail.len();
         out.push(Outcome {
-            experiment: r.stem.clone(),
-            test: if exp_ok {
+            package: r.package.clone(),
+            experiment: r.target.clone(),
+            test: if target_ok {
                 "(no test ran)".into()
             } else {
                 "(build or harness)".into()
             },
-            passed: exp_ok,
+            passed: target_ok,
+            duration_s: Some(r.started.elapsed().as_secs_f64()),
             recovery: "—".into(),
             lost_writes: None,
             report: None,
+            failure: (!target_ok).then(|| r.output_tail[n.saturating_sub(60)..].join("\n")),
         });
     }
     out
@@ -794,18 +790,14 @@ pub fn display_path(p: &Path, root: &Path) -> String {
         .unwrap_or_else(|_| p.display().to_string())
 }
 
-fn print_summary(outcomes: &[Outcome], root: &Path, term: &Term) {
+fn print_summary(outcomes: &[Outcome], root: &Path) {
     let rows: Vec<[String; 6]> = outcomes
         .iter()
         .map(|o| {
             [
                 o.experiment.clone(),
                 o.test.clone(),
-                if o.passed {
-                    "PASS".into()
-                } else {
-                    "FAIL".into()
-                },
+                if o.passed { "PASS" } else { "FAIL" }.into(),
                 o.recovery.clone(),
                 o.lost_writes
                     .map(|n| n.to_string())
@@ -839,7 +831,7 @@ fn print_summary(outcomes: &[Outcome], root: &Path, term: &Term) {
             s.to_string()
         }
     };
-    eprintln!("\n{}", term.paint(Style::Bold, "Summary"));
+    eprintln!("\n{}", style("Summary").bold());
     let line = |c: [String; 6]| {
         format!(
             "  {:<a$}  {:<b$}  {:<c$}  {:<d$}  {:>e$}  {}",
@@ -856,57 +848,67 @@ fn print_summary(outcomes: &[Outcome], root: &Path, term: &Term) {
             e = w[4]
         )
     };
-    eprintln!("{}", term.paint(Style::Dim, &line(head.map(String::from))));
+    eprintln!("{}", style(line(head.map(String::from))).dim());
     for (o, r) in outcomes.iter().zip(rows) {
         let l = line(r);
-        eprintln!(
-            "{}",
-            if o.passed {
-                l
-            } else {
-                term.paint(Style::Red, &l)
-            }
-        );
+        if o.passed {
+            eprintln!("{l}");
+        } else {
+            eprintln!("{}", style(l).red());
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::suite::TestFn;
+    use crate::discover::{TestBinary, TestInfo};
 
-    fn exp(stem: &str, tests: &[&str]) -> Experiment {
-        Experiment {
-            stem: stem.into(),
-            path: PathBuf::from(format!("tests/{stem}.rs")),
+    fn target(name: &str, tests: &[(&str, bool)]) -> Target {
+        Target {
+            binary: TestBinary {
+                package: "chaos-suite".into(),
+                target: name.into(),
+                src_path: PathBuf::from(format!("tests/{name}.rs")),
+                executable: PathBuf::from(format!("target/debug/deps/{name}-0")),
+                package_dir: PathBuf::from("."),
+            },
+            experiment: true,
             tests: tests
                 .iter()
-                .map(|t| TestFn {
+                .map(|(t, ignored)| TestInfo {
                     name: t.to_string(),
+                    ignored: *ignored,
+                    chaos_test: true,
                     faults: vec![],
                     recover_within: None,
-                    ignored: false,
                 })
                 .collect(),
         }
     }
 
     #[test]
-    fn filters_pick_files_first_then_tests() {
+    fn filters_pick_targets_first_then_tests() {
         let all = vec![
-            exp(
+            target(
                 "01_database_sudden_death",
-                &["orders_survive_postgres_sudden_death", "ledger_reports"],
+                &[
+                    ("orders_survive_postgres_sudden_death", false),
+                    ("ledger_reports", false),
+                ],
             ),
-            exp("02_network_partition", &["orders_fail_fast"]),
+            target("02_network_partition", &[("orders_fail_fast", false)]),
         ];
         let (s, f) = select(&all, Some("01")).unwrap();
         assert_eq!(
-            (s.len(), s[0].stem.as_str(), f),
+            (s.len(), s[0].binary.target.as_str(), f),
             (1, "01_database_sudden_death", None)
         );
         let (s, f) = select(&all, Some("partition")).unwrap();
-        assert_eq!((s[0].stem.as_str(), f), ("02_network_partition", None));
+        assert_eq!(
+            (s[0].binary.target.as_str(), f),
+            ("02_network_partition", None)
+        );
         let (s, f) = select(&all, Some("ledger")).unwrap();
         assert_eq!((s.len(), f.as_deref()), (1, Some("ledger")));
         assert!(
@@ -918,17 +920,33 @@ mod tests {
     }
 
     #[test]
+    fn expected_tests_follow_libtest_rules() {
+        let t = target(
+            "01_x",
+            &[("a_fast", false), ("b_slow", true), ("c_fast", false)],
+        );
+        assert_eq!(expected_tests(&t, None, &[]), ["a_fast", "c_fast"]);
+        assert_eq!(expected_tests(&t, Some("a_"), &[]), ["a_fast"]);
+        assert_eq!(
+            expected_tests(&t, None, &["--include-ignored".into()]),
+            ["a_fast", "b_slow", "c_fast"]
+        );
+        assert_eq!(expected_tests(&t, None, &["--ignored".into()]), ["b_slow"]);
+        assert_eq!(expected_tests(&t, None, &["c_".into()]), ["c_fast"]);
+    }
+
+    #[test]
     fn cargo_is_asked_for_one_test_target() {
         assert_eq!(
-            cargo_args("01_x", None, &[]),
+            cargo_args("chaos-suite", "01_x", None, &[]),
             ["test", "-p", "chaos-suite", "--test", "01_x"]
         );
         assert_eq!(
-            cargo_args("01_x", Some("ledger"), &["--nocapture".into()]),
+            cargo_args("p", "01_x", Some("ledger"), &["--nocapture".into()]),
             [
                 "test",
                 "-p",
-                "chaos-suite",
+                "p",
                 "--test",
                 "01_x",
                 "--",
@@ -960,6 +978,37 @@ mod tests {
     }
 
     #[test]
+    fn failure_texts_are_cut_per_test() {
+        let out: Vec<String> = [
+            "running 2 tests",
+            "test a ... FAILED",
+            "test b ... FAILED",
+            "",
+            "failures:",
+            "",
+            "---- a stdout ----",
+            "thread 'a' panicked at tests/x.rs:1:1:",
+            "chaos budget failed for x::a:",
+            "timeline of x::a",
+            "",
+            "---- b stdout ----",
+            "boom",
+            "",
+            "failures:",
+            "    a",
+            "    b",
+            "",
+            "test result: FAILED. 0 passed; 2 failed",
+        ]
+        .map(String::from)
+        .to_vec();
+        let f = failure_blocks(&out);
+        assert_eq!(f.len(), 2);
+        assert!(f["a"].starts_with("thread 'a' panicked") && f["a"].ends_with("timeline of x::a"));
+        assert_eq!(f["b"], "boom");
+    }
+
+    #[test]
     fn the_progress_file_is_tailed_in_whole_lines() {
         let p = std::env::temp_dir().join(format!("chaos-cli-tail-{}.jsonl", std::process::id()));
         std::fs::write(&p, "").unwrap();
@@ -976,50 +1025,5 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert!(matches!(&got[0].what, What::Phase { phase, .. } if phase == "healed"));
         let _ = std::fs::remove_file(p);
-    }
-
-    #[test]
-    fn the_display_shows_each_test_and_its_phases() {
-        let term = Term::plain();
-        let mut r = ExpRun {
-            stem: "01_x".into(),
-            started: Instant::now(),
-            started_wall: SystemTime::now(),
-            tests: BTreeMap::new(),
-            order: vec![],
-            status: "compiling chaos-runtime".into(),
-            stdout: vec![],
-            output_tail: vec![],
-            exit: None,
-        };
-        r.test("waiting_test");
-        for (p, d) in [
-            ("stack_starting", "kill postgres"),
-            ("baseline", ""),
-            ("fault_injected", ""),
-            ("healed", ""),
-            ("recovered", "1436 ms after heal"),
-            ("verdict", "pass"),
-        ] {
-            let t = r.test("orders_survive");
-            t.seen = true;
-            t.phases.push((p.into(), d.into(), 3.0));
-        }
-        let ls = lines(&r, &term, 0, false);
-        assert_eq!(ls.len(), 3);
-        assert!(ls[0].contains("waiting_test") && ls[0].contains("stack › baseline"));
-        assert!(
-            ls[1].contains("✔ orders_survive") && ls[1].contains("recovered 1436 ms › PASS"),
-            "{}",
-            ls[1]
-        );
-        assert!(ls[2].contains("compiling chaos-runtime"));
-        let o = outcomes_of(&r, Path::new("/nonexistent"), true);
-        assert_eq!(
-            o.len(),
-            1,
-            "a test that never started in a passing run is not listed"
-        );
-        assert!(o[0].passed && o[0].report.is_none());
     }
 }

@@ -1,6 +1,8 @@
-//! The experiment suite on disk: the workspace root, the chaos dir, and the experiment files
-//! (`tests/NN_*.rs` of the root package) with their tests, read textually from the
-//! `#[chaos_test(...)]` attributes (and `Fault::new(..)` calls of builder tests).
+//! The suite on disk: the workspace root, the chaos dir, and a light scan of a test target's
+//! source. Which tests exist is libtest's answer (see `discover`); the scan only says whether
+//! a target holds experiments and describes each test's declared faults and budget, read
+//! textually from the `#[chaos_test(...)]` attributes (and `Fault::new(..)` calls of builder
+//! tests).
 use std::path::{Path, PathBuf};
 
 /// One test function of an experiment file.
@@ -14,17 +16,26 @@ pub struct TestFn {
     pub recover_within: Option<String>,
     /// Marked `#[ignore]`.
     pub ignored: bool,
+    /// A `#[chaos_test]` (not a plain `#[test]`).
+    pub chaos: bool,
 }
 
-/// One experiment file.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Experiment {
-    /// File stem: `01_database_sudden_death`; the `--test` target.
-    pub stem: String,
-    /// The file.
-    pub path: PathBuf,
-    /// Its tests.
+/// What the scan of a test target's source says.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Scan {
+    /// It uses `#[chaos_test]` or `Experiment::new` outside comments and strings.
+    pub experiment: bool,
+    /// Its test functions, described.
     pub tests: Vec<TestFn>,
+}
+
+/// Scans a test target's source.
+pub fn scan(src: &str) -> Scan {
+    let code = blank_strings(&strip_comments(src));
+    Scan {
+        experiment: code.contains("#[chaos_test") || code.contains("Experiment::new("),
+        tests: parse_tests(src),
+    }
 }
 
 /// Walks up from `from` to the directory whose Cargo.toml has a `[workspace]` table.
@@ -53,39 +64,6 @@ pub fn chaos_dir(root: &Path) -> PathBuf {
         return root.join(d).join("chaos");
     }
     root.join("target").join("chaos")
-}
-
-/// Whether a file name is an experiment: `NN_name.rs`.
-pub fn is_experiment(file_name: &str) -> bool {
-    let b = file_name.as_bytes();
-    file_name.ends_with(".rs")
-        && b.len() > 6
-        && b[0].is_ascii_digit()
-        && b[1].is_ascii_digit()
-        && b[2] == b'_'
-}
-
-/// The experiment files under `<root>/tests`, in order.
-pub fn experiments(root: &Path) -> Result<Vec<Experiment>, String> {
-    let dir = root.join("tests");
-    let rd = std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-    let mut out = Vec::new();
-    for entry in rd.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !is_experiment(&name) {
-            continue;
-        }
-        let path = entry.path();
-        let src = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        out.push(Experiment {
-            stem: name.trim_end_matches(".rs").to_string(),
-            path,
-            tests: parse_tests(&src),
-        });
-    }
-    out.sort_by(|a, b| a.stem.cmp(&b.stem));
-    Ok(out)
 }
 
 /// Blanks out comments (keeping string literals and byte offsets), so commented-out
@@ -376,6 +354,7 @@ pub fn parse_tests(src: &str) -> Vec<TestFn> {
                 faults: faults_of(&args),
                 recover_within: lit(&args, "recover_within").map(str::to_string),
                 ignored: code[start..fn_at].contains("#[ignore"),
+                chaos: true,
             },
         ));
         at = fn_at;
@@ -419,6 +398,7 @@ pub fn parse_tests(src: &str) -> Vec<TestFn> {
                 faults,
                 recover_within: None,
                 ignored: code[start..fn_at].contains("#[ignore"),
+                chaos: false,
             },
         ));
         at = fn_at;
@@ -520,11 +500,11 @@ fn helper() {}
     }
 
     #[test]
-    fn experiment_files_are_numbered() {
-        assert!(is_experiment("01_database_sudden_death.rs"));
-        assert!(is_experiment("10_multi_service_failure.rs"));
-        assert!(!is_experiment("harness_failures.rs"));
-        assert!(!is_experiment("1_x.rs") && !is_experiment("01_x.txt"));
+    fn experiments_are_told_from_other_tests() {
+        assert!(scan(SRC).experiment);
+        assert!(!scan("#[test]\nfn plain() { let s = \"#[chaos_test]\"; }").experiment);
+        assert!(!scan("// #[chaos_test]\n#[test]\nfn plain() {}").experiment);
+        assert!(scan("#[test]\nfn b() { Experiment::new(\"x\"); }").experiment);
     }
 
     #[test]
