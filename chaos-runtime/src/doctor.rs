@@ -1036,7 +1036,9 @@ tracefs /sys/kernel/tracing tracefs rw,relatime 0 0
         for kind in chaos_spec::FAULT_KINDS {
             let said = fault_support(kind, &here());
             assert!(
-                !said.as_ref().is_err_and(|e| e.contains("unknown fault kind")),
+                !said
+                    .as_ref()
+                    .is_err_and(|e| e.contains("unknown fault kind")),
                 "the doctor does not know {kind}"
             );
         }

@@ -1,10 +1,10 @@
 //! Progress of long work (image build, phases of a run), for people and for tools.
 //!
-//! [`line`] writes `[chaos <scope>] <msg>` straight to the process's stderr, not through
+//! [`line()`] writes `[chaos <scope>] <msg>` straight to the process's stderr, not through
 //! `eprintln!`, so the test harness's output capture does not swallow it: a one-minute image
 //! build is never silent. `CHAOS_QUIET=1` turns these lines off.
 //!
-//! When `CHAOS_PROGRESS_FILE` names a file, every [`line`] and every [`phase`] is also appended
+//! When `CHAOS_PROGRESS_FILE` names a file, every [`line()`] and every [`phase`] is also appended
 //! to it as one JSON object per line (the `chaos` command tails it to draw its progress display):
 //!
 //! ```json
@@ -62,7 +62,7 @@ pub struct Record {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum What {
-    /// A human progress line, as [`line`] printed it.
+    /// A human progress line, as [`line()`] printed it.
     Line {
         /// `run`, `stack`, `image`, `observe`, ...
         scope: String,
@@ -95,7 +95,7 @@ pub fn line(scope: &str, msg: &str) {
 }
 
 /// Records that `test` reached `phase` (one of [`phases::ALL`]) in the progress file, if any.
-/// Prints nothing: the human-readable line is [`line`]'s job.
+/// Prints nothing: the human-readable line is [`line()`]'s job.
 pub fn phase(test: &str, phase: &str, detail: &str) {
     append(What::Phase {
         test: test.to_string(),

@@ -608,9 +608,10 @@ async fn finish_timeline(
     stack: &Stack,
 ) {
     for f in spec.faults {
-        let name = format!("{}.log", f.target);
-        if !tl.attachments.contains_key(&name) {
-            tl.attachments.insert(name, stack.logs(f.target, 200).await);
+        if let std::collections::btree_map::Entry::Vacant(slot) =
+            tl.attachments.entry(format!("{}.log", f.target))
+        {
+            slot.insert(stack.logs(f.target, 200).await);
         }
     }
     tl.compute_metrics(

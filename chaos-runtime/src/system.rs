@@ -2,7 +2,7 @@
 //!
 //! A chaos test runs against a [`System`]: a plain value a function of yours returns, the way
 //! `#[sqlx::test(migrator = ..)]` names a migrator. Services are testcontainers requests (any
-//! [`Image`](testcontainers::Image), a [`GenericImage`], an image built from your Dockerfile with
+//! [`Image`], a [`GenericImage`], an image built from your Dockerfile with
 //! [`System::build`], or one already in the local engine) plus what chaos needs: a role name,
 //! the ports to publish, a readiness probe that also says when a restarted service is back.
 //!

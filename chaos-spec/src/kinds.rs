@@ -105,11 +105,12 @@ pub enum Needs {
 
 /// What the target of `kind` must offer; `None` for an unknown kind.
 pub fn needs(kind: &str) -> Option<Needs> {
-    FAULT_KINDS.contains(&kind).then(|| match kind {
+    let needs = match kind {
         "latency" => Needs::Ports,
         "pool_exhaustion" => Needs::Postgres,
         _ => Needs::Any,
-    })
+    };
+    FAULT_KINDS.contains(&kind).then_some(needs)
 }
 
 /// One line saying what `kind` does, for `--help`, `chaos list` and the doctor.

@@ -526,7 +526,7 @@ impl BpfObserver {
         })
     }
 
-    /// Adds or refreshes a container (reads /proc/<pid>/ns/pid and /proc/<pid>/ns/net inodes); replaces the entries of an earlier container with the same role.
+    /// Adds or refreshes a container (reads `/proc/<pid>/ns/pid` and `/proc/<pid>/ns/net` inodes); replaces the entries of an earlier container with the same role.
     ///
     /// A container with pid 0 (not running) keeps its role but matches nothing. A namespace
     /// this process itself is in (`--pid host`, `--network host`) is not watched: it would

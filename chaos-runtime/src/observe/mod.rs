@@ -44,7 +44,7 @@ pub enum Source {
     Bpf,
     /// cgroup v1/v2 control files (memory.oom_control, memory.events, cpu.stat, blkio/io.stat).
     Cgroup,
-    /// /proc files (/proc/<pid>/net/snmp, /proc/diskstats, /proc/vmstat, PSI).
+    /// /proc files (`/proc/<pid>/net/snmp`, /proc/diskstats, /proc/vmstat, PSI).
     Procfs,
     /// The Docker events stream (die, kill, oom, start ...).
     DockerEvents,
