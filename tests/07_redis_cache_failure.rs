@@ -59,12 +59,7 @@ async fn reads_survive_redis_death_through_postgres(run: ChaosRun) {
 
     let base = reads_in("baseline");
     let fault = reads_in("fault");
-    let fault_all = run.metrics().phase("fault").expect("a fault phase");
-    let failed_reads = tl
-        .samples
-        .iter()
-        .filter(|s| !s.ok && s.t_ms >= phase("fault").start_ms && s.t_ms < phase("fault").end_ms)
-        .count();
+    let failed_reads = run.metrics().phase("fault").expect("a fault phase").failed;
     eprintln!(
         "baseline reads {} (hit {}): p50 {:.2} ms p99 {:.2} ms | fault reads {} (bypass {}, hit {}, failed requests {}): p50 {:.2} ms p99 {:.2} ms | recovered {:?} ms after heal",
         base.len(),
@@ -89,7 +84,6 @@ async fn reads_survive_redis_death_through_postgres(run: ChaosRun) {
         with(&fault, "bypass") * 2 >= fault.len(),
         "reads did not bypass the dead cache"
     );
-    assert_eq!(fault_all.failed, failed_reads);
     assert!(
         failed_reads == 0,
         "{failed_reads} requests failed while Redis was dead"

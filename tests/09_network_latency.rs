@@ -92,6 +92,7 @@ fn proof(run: &ChaosRun) {
 )]
 async fn cache_reads_slow_down_by_exactly_the_injected_latency(run: ChaosRun) {
     proof(&run);
+    let asked = injected_ms(&run, "latency_ms");
     let (base, fault) = hits(&run);
     let shift = p(&fault, 0.5) - p(&base, 0.5);
     eprintln!(
@@ -112,13 +113,13 @@ async fn cache_reads_slow_down_by_exactly_the_injected_latency(run: ChaosRun) {
         fault.len()
     );
     assert!(
-        (shift - 100.0).abs() <= 2.0,
-        "p50 shifted by {shift:.2} ms, not 100 ± 2 ms"
+        (shift - asked).abs() <= 2.0,
+        "p50 shifted by {shift:.2} ms, not {asked} ± 2 ms"
     );
     // The latency is a floor: no hit got through faster.
     assert!(
-        p(&fault, 0.0) >= 100.0,
-        "a hit took {:.2} ms under a 100 ms latency",
+        p(&fault, 0.0) >= asked,
+        "a hit took {:.2} ms under a {asked} ms latency",
         p(&fault, 0.0)
     );
     assert!(run.lost_writes().is_empty());
@@ -144,6 +145,10 @@ async fn cache_reads_slow_down_by_exactly_the_injected_latency(run: ChaosRun) {
 )]
 async fn jitter_spreads_cache_read_latency(run: ChaosRun) {
     proof(&run);
+    let (latency, jitter) = (
+        injected_ms(&run, "latency_ms"),
+        injected_ms(&run, "jitter_ms"),
+    );
     let (base, fault) = hits(&run);
     let spread = |v: &[f64]| p(v, 0.9) - p(v, 0.1);
     eprintln!(
@@ -167,23 +172,36 @@ async fn jitter_spreads_cache_read_latency(run: ChaosRun) {
         "too few cache hits to measure: {}",
         fault.len()
     );
-    // Each answer is delayed by 100 ± 40 ms, uniform: nothing below 60 ms, nothing far above 140.
+    // Each answer is delayed by latency ± jitter, uniform: nothing below latency - jitter,
+    // nothing far above latency + jitter.
     assert!(
-        p(&fault, 0.0) >= 60.0 + p(&base, 0.0) - 1.0,
+        p(&fault, 0.0) >= latency - jitter + p(&base, 0.0) - 1.0,
         "min {:.2}",
         p(&fault, 0.0)
     );
     // The p95, not the max: one request in a few hundred meets a scheduling hiccup of the
     // 2-core host (seen once: 183 ms), which says nothing about the toxic.
     assert!(
-        p(&fault, 0.95) <= 140.0 + p(&base, 0.99) + 10.0,
-        "p95 {:.2} ms: more than 140 ms over the baseline",
-        p(&fault, 0.95)
+        p(&fault, 0.95) <= latency + jitter + p(&base, 0.99) + 10.0,
+        "p95 {:.2} ms: more than {} ms over the baseline",
+        p(&fault, 0.95),
+        latency + jitter
     );
     assert!(
-        spread(&fault) >= 40.0,
+        spread(&fault) >= jitter,
         "jitter did not spread latency: p90-p10 {:.2} ms",
         spread(&fault)
     );
     assert!(run.lost_writes().is_empty());
+}
+
+/// A parameter of the test's latency fault as injected (from the timeline, not restated here).
+fn injected_ms(run: &ChaosRun, key: &str) -> f64 {
+    run.timeline()
+        .faults
+        .iter()
+        .find(|f| f.kind == "latency")
+        .and_then(|f| f.params.get(key))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("the latency fault has no {key}"))
 }

@@ -54,8 +54,9 @@ async fn reads_survive_redis_death_and_a_postgres_partition_and_recover_database
             .unwrap_or_else(|| panic!("no {kind} of {target} in the timeline:\n{text}"))
     };
 
-    // 1. The cascade, in order: Redis died (SIGKILL), then PostgreSQL was partitioned, then
-    //    requests failed; the cache's death alone failed nothing.
+    // 1. The cascade: Redis died (SIGKILL) before the partition, and requests failed only once
+    //    PostgreSQL was cut off; the cache's death alone failed nothing. (The schedule itself,
+    //    offsets and heal order, is the runtime's and is not asserted again here.)
     let died = first("container_die", "redis");
     assert_eq!(
         died.detail.get("signal").map(String::as_str),
@@ -66,11 +67,6 @@ async fn reads_survive_redis_death_and_a_postgres_partition_and_recover_database
         died.t_ms >= redis.injected_ms && died.t_ms < pg.injected_ms,
         "redis died at {} ms, not before the partition",
         died.t_ms
-    );
-    assert!(
-        pg.injected_ms - redis.injected_ms >= 950.0,
-        "the partition came {} ms after the kill, not 1 s",
-        pg.injected_ms - redis.injected_ms
     );
     assert!(
         pg.mechanism.ends_with("in postgres netns"),
@@ -125,10 +121,6 @@ async fn reads_survive_redis_death_and_a_postgres_partition_and_recover_database
         .map(|s| s.t_ms)
         .fold(f64::INFINITY, f64::min);
     assert!(
-        pg_healed < redis_healed,
-        "postgres healed at {pg_healed} ms, after redis at {redis_healed} ms"
-    );
-    assert!(
         pg_back <= pg_ready && pg_ready < redis_restarted,
         "postgres ready {pg_ready} ms, redis restarted {redis_restarted} ms:\n{text}"
     );
@@ -145,15 +137,7 @@ async fn reads_survive_redis_death_and_a_postgres_partition_and_recover_database
     );
     assert!(redis_restarted <= redis_ready);
 
-    // 3. The whole stack is back within the budget, and nothing acknowledged was lost.
-    let recovered = run
-        .metrics()
-        .time_to_recover_ms
-        .expect("the steady state returned");
-    assert!(
-        recovered <= run.metrics().recover_budget_ms,
-        "recovery took {recovered} ms"
-    );
+    // 3. Nothing acknowledged was lost (the budget itself is the runtime's to check).
     assert!(
         run.lost_writes().is_empty(),
         "lost acknowledged writes: {:?}",

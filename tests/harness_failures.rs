@@ -148,3 +148,108 @@ fn a_broken_budget_prints_the_timeline_and_removes_the_stack() {
         "resources left behind by run {id}"
     );
 }
+
+/// The run the signal test interrupts: its fault holds 30 s, so the signal always lands while
+/// it holds. Ignored: only `sigterm_while_a_fault_holds_heals_and_removes_everything` runs it,
+/// in a child process.
+#[test]
+#[ignore = "run in a child process by sigterm_while_a_fault_holds_heals_and_removes_everything"]
+fn victim_of_a_sigterm() {
+    static SPEC: Spec = Spec {
+        name: "harness_failures::victim_of_a_sigterm",
+        fn_name: "victim_of_a_sigterm",
+        file: file!(),
+        manifest_dir: env!("CARGO_MANIFEST_DIR"),
+        faults: &[FaultSpec {
+            kind: "pause",
+            target: "redis",
+            after_ms: 0,
+            duration_ms: 30_000,
+            params: &[],
+        }],
+        recover_within_ms: 10_000,
+        observer: Some("fallback"),
+        workload: None,
+        snapshot: false,
+        system: chaos_trading::system,
+        steady: SteadySpec::NONE,
+    };
+    run(&SPEC, Box::new(|_run| Box::pin(async {})));
+}
+
+#[test]
+fn sigterm_while_a_fault_holds_heals_and_removes_everything() {
+    let dir = std::env::temp_dir().join(format!("chaos-sigterm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let progress = dir.join("progress.jsonl");
+    let mut child = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+        .args(["--ignored", "--exact", "victim_of_a_sigterm", "--nocapture"])
+        .env("CHAOS_PROGRESS_FILE", &progress)
+        .env("CHAOS_REPORT_DIR", &dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr.txt")).expect("stderr file"))
+        .spawn()
+        .expect("spawn the victim");
+    let pid = child.id();
+    // Wait (bounded) until the fault is being injected, then give it a second to hold.
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while !std::fs::read_to_string(&progress).is_ok_and(|p| p.contains("\"fault_injected\"")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the victim never injected its fault"
+        );
+        assert!(
+            child.try_wait().expect("poll the victim").is_none(),
+            "the victim ended before its fault"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    let status = wait_bounded(child, Duration::from_secs(60));
+    let stderr = std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default();
+    assert_eq!(
+        status.code(),
+        Some(128 + libc::SIGTERM),
+        "the victim did not exit 143 on SIGTERM:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("[chaos] interrupted: faults healed, stack"),
+        "no line saying what was cleaned:\n{stderr}"
+    );
+    // Right after exit, nothing with its pid label is left: containers, network, volume.
+    let label = format!("label=chaos.pid={pid}");
+    for args in [
+        vec!["ps", "-aq", "--filter", &label],
+        vec!["network", "ls", "-q", "--filter", &label],
+        vec!["volume", "ls", "-q", "--filter", &label],
+    ] {
+        let o = std::process::Command::new("docker")
+            .args(&args)
+            .output()
+            .expect("docker CLI");
+        assert!(
+            o.stdout.is_empty(),
+            "docker {} still lists {}",
+            args[0],
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits for a child at most `limit`, killing it (and failing) past that.
+fn wait_bounded(mut child: std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let until = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("poll") {
+            return status;
+        }
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            panic!("the victim did not exit within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

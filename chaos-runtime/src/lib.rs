@@ -30,6 +30,7 @@ pub mod experiment;
 pub mod fault;
 pub mod http;
 pub mod image;
+mod interrupt;
 pub mod invariant;
 pub mod journal;
 pub mod observe;

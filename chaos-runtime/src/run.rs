@@ -11,7 +11,7 @@ use crate::stack::{self, Plan, Stack};
 use crate::system::{Ceiling, SteadyState, System, SystemError};
 use crate::timeline::{Event, FaultRecord, Hypothesis, Metrics, Phase, Timeline, percentile};
 use crate::workload::{Ack, Running, Workload, WorkloadCx};
-use crate::{ChaosRun, docker, journal, progress, slots, snapshot};
+use crate::{ChaosRun, docker, interrupt, journal, progress, slots, snapshot};
 use futures::FutureExt;
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -27,7 +27,19 @@ pub fn run_test(spec: &'static Spec, body: Body) {
         .thread_name("chaos")
         .build()
         .expect("cannot build the tokio runtime");
-    let outcome = rt.block_on(run_async(spec, body));
+    // SIGINT/SIGTERM drop the pipeline (its fault guards heal on drop), then the stack goes.
+    let guard = interrupt::Guard::register();
+    let interrupted = rt.block_on(async {
+        tokio::select! {
+            r = run_async(spec, body, guard.slot(), guard.run_id_slot()) => Ok(r),
+            signo = guard.interrupted() => Err(signo),
+        }
+    });
+    let outcome = match interrupted {
+        Ok(r) => r,
+        Err(signo) => rt.block_on(guard.clean_up_and_exit(signo)),
+    };
+    drop(guard);
     rt.shutdown_timeout(Duration::from_secs(5));
     match outcome {
         Ok(()) => {}
@@ -60,7 +72,12 @@ struct Checked {
     steady: SteadyState,
 }
 
-async fn run_async(spec: &'static Spec, body: Body) -> Result<(), Failure> {
+async fn run_async(
+    spec: &'static Spec,
+    body: Body,
+    active: Arc<std::sync::Mutex<Option<Arc<Stack>>>>,
+    active_id: Arc<std::sync::Mutex<Option<String>>>,
+) -> Result<(), Failure> {
     let (mode, mode_from_env) = observer_mode(spec)?;
     let system = (spec.system)();
     let checked = check(spec, &system)?;
@@ -68,6 +85,7 @@ async fn run_async(spec: &'static Spec, body: Body) -> Result<(), Failure> {
     sweep_left_behind(&docker).await;
     let _slot = slots::acquire().await?;
     let id = run_id(spec);
+    *active_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
     progress::line(
         "run",
         &format!("{}: {}", spec.name, describe_faults(spec.faults)),
@@ -78,6 +96,7 @@ async fn run_async(spec: &'static Spec, body: Body) -> Result<(), Failure> {
         &describe_faults(spec.faults),
     );
     let stack = Arc::new(Stack::start(&docker, &system, &checked.plan, &id).await?);
+    *active.lock().unwrap_or_else(|e| e.into_inner()) = Some(stack.clone());
     progress::phase(spec.name, progress::phases::BASELINE, "stack ready");
 
     let result = AssertUnwindSafe(experiment(
@@ -676,10 +695,30 @@ async fn verdict(
     if let Some(msg) = budget_failure {
         return Err(Failure::Message(msg));
     }
-    if spec.snapshot {
-        snapshot::assert_snapshot(spec, &run.timeline, forced);
+    // Both are checked and both reported: a changed snapshot never hides a failing body.
+    let snapshot_result = if spec.snapshot {
+        std::panic::catch_unwind(AssertUnwindSafe(|| {
+            snapshot::assert_snapshot(spec, &run.timeline, forced)
+        }))
+    } else {
+        Ok(())
+    };
+    match (body_result, snapshot_result) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(p), Ok(())) | (Ok(()), Err(p)) => Err(Failure::Panic(p)),
+        (Err(body), Err(_)) => Err(Failure::Message(format!(
+            "the test body panicked: {}
+and the snapshot of the timeline differs too (its diff is printed above)",
+            panic_text(&body)
+        ))),
     }
-    body_result.map_err(Failure::Panic)
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "(a non-text panic)".into())
 }
 
 async fn finish_stack(stack: &Stack, failed: bool) {

@@ -859,6 +859,61 @@ fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Removes every container, network and volume labelled with `run_id` (a run interrupted while
+/// its stack was starting, before a [`Stack`] existed). Returns how many were removed.
+pub async fn remove_run(docker: &Docker, run_id: &str) -> usize {
+    let filter = HashMap::from([("label".to_string(), vec![format!("{LABEL_RUN}={run_id}")])]);
+    let mut removed = 0;
+    if let Ok(list) = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filter)
+                .build(),
+        ))
+        .await
+    {
+        for id in list.into_iter().filter_map(|c| c.id) {
+            let opts = RemoveContainerOptionsBuilder::new()
+                .force(true)
+                .v(true)
+                .build();
+            if docker.remove_container(&id, Some(opts)).await.is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    if let Ok(list) = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::new().filters(&filter).build(),
+        ))
+        .await
+    {
+        for name in list.into_iter().filter_map(|n| n.name) {
+            if docker.remove_network(&name).await.is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    if let Ok(list) = docker
+        .list_volumes(Some(
+            ListVolumesOptionsBuilder::new().filters(&filter).build(),
+        ))
+        .await
+    {
+        for v in list.volumes.unwrap_or_default() {
+            if docker
+                .remove_volume(&v.name, None::<RemoveVolumeOptions>)
+                .await
+                .is_ok()
+            {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 /// Removes containers, networks and volumes left by runs whose test process is gone
 /// (a SIGKILLed `cargo test`, a CI timeout). Resources of live processes are left alone,
 /// so parallel test processes never remove each other's stacks.
