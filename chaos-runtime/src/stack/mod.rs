@@ -27,6 +27,93 @@ pub const LABEL_MANAGED: &str = "chaos.managed";
 pub const LABEL_RUN: &str = "chaos.run";
 /// Label naming the pid of the test process that owns the resource.
 pub const LABEL_PID: &str = "chaos.pid";
+/// Label naming the owner beyond doubt: `<boot id>/<pid namespace>/<pid>/<start time>`. Only a
+/// process of the same boot and pid namespace can prove the owner gone ([`Owner::is_gone`]).
+pub const LABEL_OWNER: &str = "chaos.owner";
+/// Label of resources made while `CHAOS_KEEP` was set: the sweep never removes them.
+pub const LABEL_KEEP: &str = "chaos.keep";
+
+/// Who made a resource: the identity of a process that no other process, host or pid namespace
+/// can share.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// `/proc/sys/kernel/random/boot_id` of the machine.
+    pub boot_id: String,
+    /// The inode of the process's pid namespace.
+    pub pid_ns: String,
+    /// The pid, in that namespace.
+    pub pid: u32,
+    /// Its start time (clock ticks since boot, field 22 of `/proc/<pid>/stat`).
+    pub start: u64,
+}
+
+impl Owner {
+    /// This process.
+    pub fn current() -> Owner {
+        let pid = std::process::id();
+        Owner {
+            boot_id: boot_id(),
+            pid_ns: pid_ns("self"),
+            pid,
+            start: start_time(pid).unwrap_or(0),
+        }
+    }
+
+    /// `<boot id>/<pid ns>/<pid>/<start>`.
+    pub fn label(&self) -> String {
+        format!(
+            "{}/{}/{}/{}",
+            self.boot_id, self.pid_ns, self.pid, self.start
+        )
+    }
+
+    /// Reads a label back.
+    pub fn parse(label: &str) -> Option<Owner> {
+        let mut it = label.split('/');
+        let (b, n, p, t) = (it.next()?, it.next()?, it.next()?, it.next()?);
+        Some(Owner {
+            boot_id: b.to_string(),
+            pid_ns: n.to_string(),
+            pid: p.parse().ok()?,
+            start: t.parse().ok()?,
+        })
+    }
+
+    /// Whether `me` can prove this owner is gone: same boot and pid namespace (else the owner
+    /// lives where we cannot look: another host, a CI job container, a remote engine's client),
+    /// and its pid is free or taken by a process started at another time.
+    pub fn is_gone(&self, me: &Owner, start_of: impl Fn(u32) -> Option<u64>) -> bool {
+        if self.boot_id.is_empty() || self.boot_id != me.boot_id || self.pid_ns != me.pid_ns {
+            return false;
+        }
+        start_of(self.pid) != Some(self.start)
+    }
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn pid_ns(who: &str) -> String {
+    std::fs::read_link(format!("/proc/{who}/ns/pid"))
+        .map(|p| {
+            p.to_string_lossy()
+                .trim_start_matches("pid:[")
+                .trim_end_matches(']')
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// Start time of `pid` in clock ticks since boot; `None` when no such process exists.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
 
 /// Why the stack could not be started or changed.
 #[derive(Debug, thiserror::Error)]
@@ -829,11 +916,33 @@ impl Stack {
 }
 
 fn labels(run_id: &str) -> HashMap<String, String> {
-    HashMap::from([
+    let mut l = HashMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
         (LABEL_RUN.to_string(), run_id.to_string()),
         (LABEL_PID.to_string(), std::process::id().to_string()),
-    ])
+        (LABEL_OWNER.to_string(), Owner::current().label()),
+    ]);
+    if std::env::var_os("CHAOS_KEEP").is_some_and(|v| v != "0") {
+        l.insert(LABEL_KEEP.to_string(), "true".to_string());
+    }
+    l
+}
+
+/// Whether the sweep may remove a resource with these labels: not kept, and its owner provably
+/// gone. Resources without an owner label (older versions) fall back to the pid label, read in
+/// our own pid namespace, as before.
+fn sweepable(labels: Option<&HashMap<String, String>>, me: &Owner) -> bool {
+    let Some(l) = labels else { return false };
+    if l.contains_key(LABEL_KEEP) {
+        return false;
+    }
+    match l.get(LABEL_OWNER).and_then(|o| Owner::parse(o)) {
+        Some(owner) => owner.is_gone(me, start_time),
+        None => l
+            .get(LABEL_PID)
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|pid| !pid_alive(pid)),
+    }
 }
 
 /// The last `n` log lines of a container by name or id.
@@ -914,18 +1023,16 @@ pub async fn remove_run(docker: &Docker, run_id: &str) -> usize {
     removed
 }
 
-/// Removes containers, networks and volumes left by runs whose test process is gone
-/// (a SIGKILLed `cargo test`, a CI timeout). Resources of live processes are left alone,
-/// so parallel test processes never remove each other's stacks.
+/// Removes containers, networks and volumes left by runs whose test process is provably gone
+/// (a SIGKILLed `cargo test`, a CI timeout): same boot, same pid namespace, and the owner's pid
+/// free or reused by a later process. Resources of live processes, of processes in other pid
+/// namespaces or on other hosts sharing the daemon, and of `CHAOS_KEEP` runs are left alone
+/// (`cargo chaos clean` removes those on request).
 pub async fn sweep(docker: &Docker) -> usize {
     let filter = HashMap::from([("label".to_string(), vec![LABEL_MANAGED.to_string()])]);
     let mut removed = 0;
-    let stale = |labels: Option<&HashMap<String, String>>| {
-        labels
-            .and_then(|l| l.get(LABEL_PID))
-            .and_then(|p| p.parse::<u32>().ok())
-            .is_none_or(|pid| !pid_alive(pid))
-    };
+    let me = Owner::current();
+    let stale = |labels: Option<&HashMap<String, String>>| sweepable(labels, &me);
     if let Ok(list) = docker
         .list_containers(Some(
             ListContainersOptionsBuilder::new()
@@ -985,4 +1092,65 @@ pub async fn sweep(docker: &Docker) -> usize {
         }
     }
     removed
+}
+
+#[cfg(test)]
+mod ownership_tests {
+    use super::*;
+
+    fn me() -> Owner {
+        Owner {
+            boot_id: "b1".into(),
+            pid_ns: "4026531836".into(),
+            pid: 100,
+            start: 5000,
+        }
+    }
+
+    #[test]
+    fn an_owner_label_reads_back() {
+        let o = Owner::current();
+        assert_eq!(Owner::parse(&o.label()), Some(o.clone()));
+        assert!(o.start > 0 && !o.boot_id.is_empty() && !o.pid_ns.is_empty());
+    }
+
+    #[test]
+    fn only_a_dead_owner_of_our_boot_and_pid_namespace_is_gone() {
+        let dead = Owner {
+            pid: 200,
+            start: 7000,
+            ..me()
+        };
+        // The pid is free: gone.
+        assert!(dead.is_gone(&me(), |_| None));
+        // The pid was reused by a process that started later: gone.
+        assert!(dead.is_gone(&me(), |_| Some(9000)));
+        // The same process still runs: not gone.
+        assert!(!dead.is_gone(&me(), |_| Some(7000)));
+        // Another pid namespace (a CI job container on the same daemon): cannot tell, keep.
+        let elsewhere = Owner {
+            pid_ns: "4026532000".into(),
+            ..dead.clone()
+        };
+        assert!(!elsewhere.is_gone(&me(), |_| None));
+        // Another boot or host (a remote engine's other clients): keep.
+        let other_host = Owner {
+            boot_id: "b2".into(),
+            ..dead
+        };
+        assert!(!other_host.is_gone(&me(), |_| None));
+    }
+
+    #[test]
+    fn kept_stacks_are_never_swept() {
+        let labels = HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_KEEP.to_string(), "true".to_string()),
+            (LABEL_PID.to_string(), "999999999".to_string()),
+        ]);
+        assert!(!sweepable(Some(&labels), &Owner::current()));
+        let mut unkept = labels.clone();
+        unkept.remove(LABEL_KEEP);
+        assert!(sweepable(Some(&unkept), &Owner::current()));
+    }
 }
