@@ -18,7 +18,8 @@ use tokio::time::{Instant, timeout};
 
 const MS: Duration = Duration::from_millis(1);
 
-/// Runs a test body with a hard time limit.
+/// Runs a test body with a hard time limit: a guard against hangs, not a timing assertion (set
+/// for a debug build on a loaded 2-core machine).
 async fn bounded<F: Future<Output = ()>>(limit_s: u64, f: F) {
     timeout(Duration::from_secs(limit_s), f)
         .await
@@ -934,14 +935,14 @@ async fn echo_intact_while_toxics_toggle(total: usize, piece: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_stays_intact_while_toxics_come_and_go() {
     // Small writes: the fast path copies through its buffer.
-    bounded(30, echo_intact_while_toxics_toggle(8 * 1024 * 1024, 7919)).await;
+    bounded(120, echo_intact_while_toxics_toggle(8 * 1024 * 1024, 7919)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_stays_intact_while_toxics_come_and_go() {
     // Large writes fill the proxy's buffer, so on Linux the fast path splices.
     bounded(
-        30,
+        120,
         echo_intact_while_toxics_toggle(32 * 1024 * 1024, 1024 * 1024),
     )
     .await;

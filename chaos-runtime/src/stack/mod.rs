@@ -971,53 +971,58 @@ fn pid_alive(pid: u32) -> bool {
 /// Removes every container, network and volume labelled with `run_id` (a run interrupted while
 /// its stack was starting, before a [`Stack`] existed). Returns how many were removed.
 pub async fn remove_run(docker: &Docker, run_id: &str) -> usize {
-    let filter = HashMap::from([("label".to_string(), vec![format!("{LABEL_RUN}={run_id}")])]);
+    remove_labelled(docker, &format!("{LABEL_RUN}={run_id}"), |_| true).await
+}
+
+/// Removes the containers (first), networks and volumes carrying `label` whose labels `pick`
+/// accepts. Returns how many were removed.
+async fn remove_labelled(
+    docker: &Docker,
+    label: &str,
+    pick: impl Fn(Option<&HashMap<String, String>>) -> bool,
+) -> usize {
+    let filter = HashMap::from([("label".to_string(), vec![label.to_string()])]);
     let mut removed = 0;
-    if let Ok(list) = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::new()
-                .all(true)
-                .filters(&filter)
-                .build(),
-        ))
+    let containers = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filter)
+        .build();
+    for c in docker
+        .list_containers(Some(containers))
         .await
+        .unwrap_or_default()
     {
-        for id in list.into_iter().filter_map(|c| c.id) {
+        if pick(c.labels.as_ref())
+            && let Some(id) = c.id
+        {
             let opts = RemoveContainerOptionsBuilder::new()
                 .force(true)
                 .v(true)
                 .build();
-            if docker.remove_container(&id, Some(opts)).await.is_ok() {
-                removed += 1;
-            }
+            removed += usize::from(docker.remove_container(&id, Some(opts)).await.is_ok());
         }
     }
-    if let Ok(list) = docker
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::new().filters(&filter).build(),
-        ))
+    let networks = ListNetworksOptionsBuilder::new().filters(&filter).build();
+    for n in docker
+        .list_networks(Some(networks))
         .await
+        .unwrap_or_default()
     {
-        for name in list.into_iter().filter_map(|n| n.name) {
-            if docker.remove_network(&name).await.is_ok() {
-                removed += 1;
-            }
+        if pick(n.labels.as_ref())
+            && let Some(name) = n.name
+        {
+            removed += usize::from(docker.remove_network(&name).await.is_ok());
         }
     }
-    if let Ok(list) = docker
-        .list_volumes(Some(
-            ListVolumesOptionsBuilder::new().filters(&filter).build(),
-        ))
-        .await
-    {
-        for v in list.volumes.unwrap_or_default() {
-            if docker
+    let volumes = ListVolumesOptionsBuilder::new().filters(&filter).build();
+    let listed = docker.list_volumes(Some(volumes)).await.ok();
+    for v in listed.and_then(|l| l.volumes).unwrap_or_default() {
+        if pick(Some(&v.labels)) {
+            let gone = docker
                 .remove_volume(&v.name, None::<RemoveVolumeOptions>)
                 .await
-                .is_ok()
-            {
-                removed += 1;
-            }
+                .is_ok();
+            removed += usize::from(gone);
         }
     }
     removed
@@ -1029,69 +1034,8 @@ pub async fn remove_run(docker: &Docker, run_id: &str) -> usize {
 /// namespaces or on other hosts sharing the daemon, and of `CHAOS_KEEP` runs are left alone
 /// (`cargo chaos clean` removes those on request).
 pub async fn sweep(docker: &Docker) -> usize {
-    let filter = HashMap::from([("label".to_string(), vec![LABEL_MANAGED.to_string()])]);
-    let mut removed = 0;
     let me = Owner::current();
-    let stale = |labels: Option<&HashMap<String, String>>| sweepable(labels, &me);
-    if let Ok(list) = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::new()
-                .all(true)
-                .filters(&filter)
-                .build(),
-        ))
-        .await
-    {
-        for c in list {
-            if stale(c.labels.as_ref())
-                && let Some(id) = c.id
-            {
-                let _ = docker
-                    .remove_container(
-                        &id,
-                        Some(
-                            RemoveContainerOptionsBuilder::new()
-                                .force(true)
-                                .v(true)
-                                .build(),
-                        ),
-                    )
-                    .await;
-                removed += 1;
-            }
-        }
-    }
-    if let Ok(list) = docker
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::new().filters(&filter).build(),
-        ))
-        .await
-    {
-        for n in list {
-            if stale(n.labels.as_ref())
-                && let Some(name) = n.name
-            {
-                let _ = docker.remove_network(&name).await;
-                removed += 1;
-            }
-        }
-    }
-    if let Ok(list) = docker
-        .list_volumes(Some(
-            ListVolumesOptionsBuilder::new().filters(&filter).build(),
-        ))
-        .await
-    {
-        for v in list.volumes.unwrap_or_default() {
-            if stale(Some(&v.labels)) {
-                let _ = docker
-                    .remove_volume(&v.name, None::<RemoveVolumeOptions>)
-                    .await;
-                removed += 1;
-            }
-        }
-    }
-    removed
+    remove_labelled(docker, LABEL_MANAGED, |labels| sweepable(labels, &me)).await
 }
 
 #[cfg(test)]
