@@ -98,7 +98,12 @@ pub fn utc(unix_ms: u64) -> String {
     if unix_ms == 0 {
         return "—".into();
     }
-    let secs = unix_ms / 1000;
+    let (y, m, d, hh, mm, ss) = civil(unix_ms / 1000);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
+}
+
+/// Year, month, day, hour, minute, second (UTC) of seconds since the Unix epoch.
+pub fn civil(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -110,12 +115,7 @@ pub fn utc(unix_ms: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// A "nice" step (1, 2, 2.5 or 5 times a power of ten) that cuts `span` into about `target` parts.
