@@ -60,17 +60,14 @@ impl Pipe {
             match src.try_io(Interest::READABLE, || {
                 splice(src.as_raw_fd(), self.write.as_raw_fd(), self.size)
             }) {
+                // A short move does not clear the readiness here: a second
+                // `try_io` would clear whatever readiness the driver holds by
+                // then, including an edge for bytes that arrived after the
+                // splice, and edge-triggered epoll never repeats it (a sender
+                // blocked on a full window would wait forever). The next fill's
+                // splice fails with EAGAIN instead, and `try_io` clears only
+                // the readiness it was given.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Ok(n) if n > 0 && n < self.size => {
-                    // A short move emptied the receive queue: forget the
-                    // readiness now, as tokio's own reads do, instead of
-                    // learning it from one more splice that fails with EAGAIN.
-                    // Data arriving since raises a new edge-triggered event.
-                    let _ = src.try_io(Interest::READABLE, || {
-                        Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
-                    });
-                    return Ok(n);
-                }
                 r => return r,
             }
         }
