@@ -6,6 +6,7 @@ use std::time::Duration;
 
 static PANICKED_RUN: Mutex<Option<String>> = Mutex::new(None);
 static BROKEN_RUN: Mutex<Option<String>> = Mutex::new(None);
+static FROZEN_RUN: Mutex<Option<String>> = Mutex::new(None);
 
 /// Journals of these runs stay out of the suite's report (`target/chaos/`).
 fn private_report_dir() {
@@ -82,6 +83,84 @@ fn a_panicking_body_still_removes_the_stack_and_heals() {
         panic_message(&err)
     );
     let id = PANICKED_RUN.lock().unwrap().clone().expect("the body ran");
+    assert_eq!(
+        leftovers(&id),
+        Vec::<String>::new(),
+        "resources left behind by run {id}"
+    );
+}
+
+/// The trading system with one more workload: a Redis PING that panics when Redis does not
+/// answer within 500 ms, i.e. while a `pause` holds. It notes its run id (from the label of the
+/// container behind the published port) so the test can look for leftovers.
+fn ping_or_panic() -> chaos_runtime::System {
+    use chaos_runtime::workload::{Outcome, workload_fn};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    chaos_trading::system().workload(
+        "ping_or_panic",
+        workload_fn(|cx, _| {
+            Box::pin(async move {
+                let addr = cx.addr("redis", 6379);
+                let ping = async {
+                    let mut s = tokio::net::TcpStream::connect(&addr).await?;
+                    s.write_all(b"PING\r\n").await?;
+                    let mut reply = [0u8; 7];
+                    s.read_exact(&mut reply).await?;
+                    Ok::<_, std::io::Error>(reply)
+                };
+                match tokio::time::timeout(Duration::from_millis(500), ping).await {
+                    Ok(Ok(reply)) if &reply == b"+PONG\r\n" => Outcome::ok(),
+                    Ok(Ok(_)) | Ok(Err(_)) => Outcome::failed("protocol", "no PONG"),
+                    Err(_) => {
+                        let port = addr.rsplit(':').next().unwrap_or_default();
+                        let out = std::process::Command::new("docker")
+                            .args(["ps", "--filter", &format!("publish={port}")])
+                            .args(["--format", "{{.Label \"chaos.run\"}}"])
+                            .output()
+                            .expect("docker CLI");
+                        let run = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                        *FROZEN_RUN.lock().unwrap() = Some(run);
+                        panic!("deliberate panic while redis is frozen");
+                    }
+                }
+            })
+        }),
+    )
+}
+
+/// A panic in the middle of a fault (here in the workload, while Redis is frozen) unwinds
+/// through the run's guards: the fault is healed, the stack removed, the panic is the test's.
+#[test]
+fn a_panic_while_a_fault_holds_heals_and_removes_everything() {
+    static SPEC: Spec = Spec {
+        name: "harness_failures::a_panic_while_a_fault_holds",
+        fn_name: "a_panic_while_a_fault_holds",
+        file: file!(),
+        manifest_dir: env!("CARGO_MANIFEST_DIR"),
+        faults: &[FaultSpec {
+            kind: "pause",
+            target: "redis",
+            after_ms: 0,
+            duration_ms: 3_000,
+            params: &[],
+        }],
+        recover_within_ms: 10_000,
+        observer: Some("fallback"),
+        workload: Some("ping_or_panic"),
+        system: ping_or_panic,
+        steady: SteadySpec::NONE,
+        snapshot: false,
+    };
+    private_report_dir();
+    let result = std::panic::catch_unwind(|| run(&SPEC, Box::new(|_| Box::pin(async {}))));
+    let err = result.expect_err("the workload's panic must fail the test");
+    assert!(
+        panic_message(&err).contains("deliberate panic while redis is frozen"),
+        "{}",
+        panic_message(&err)
+    );
+    let id = FROZEN_RUN.lock().unwrap().clone().expect("the fault held");
+    assert!(!id.is_empty(), "the frozen container carried no run label");
     assert_eq!(
         leftovers(&id),
         Vec::<String>::new(),
@@ -239,6 +318,73 @@ fn sigterm_while_a_fault_holds_heals_and_removes_everything() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+#[ignore = "run without privileges by a_test_that_needs_ebpf_says_so_where_it_cannot_load"]
+fn needs_ebpf() {
+    static SPEC: Spec = Spec {
+        name: "harness_failures::needs_ebpf",
+        fn_name: "needs_ebpf",
+        file: file!(),
+        manifest_dir: env!("CARGO_MANIFEST_DIR"),
+        faults: &[FaultSpec {
+            kind: "kill",
+            target: "redis",
+            after_ms: 0,
+            duration_ms: 500,
+            params: &[],
+        }],
+        recover_within_ms: 10_000,
+        observer: Some("bpf"),
+        workload: None,
+        snapshot: false,
+        system: chaos_trading::system,
+        steady: SteadySpec::NONE,
+    };
+    run(&SPEC, Box::new(|_run| Box::pin(async {})));
+}
+
+/// A host without eBPF, for real: the same test binary as an unprivileged user (the kernel
+/// refuses it BPF: `kernel.unprivileged_bpf_disabled`). A test that demands eBPF fails at once,
+/// before any resource exists, in one line that names the fix.
+#[test]
+fn a_test_that_needs_ebpf_says_so_where_it_cannot_load() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test drops root to get a process without eBPF; run the suite as root");
+    }
+    let dir = std::env::temp_dir().join(format!("chaos-no-ebpf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod");
+    let out = dir.join("out.txt");
+    let started = std::time::Instant::now();
+    let child = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(std::env::current_exe().expect("this test binary"))
+        .args(["--ignored", "--exact", "needs_ebpf", "--nocapture"])
+        .env("CHAOS_REPORT_DIR", &dir)
+        .env_remove("CHAOS_OBSERVER")
+        .stdout(std::fs::File::create(&out).expect("output file"))
+        .stderr(std::fs::File::create(dir.join("err.txt")).expect("stderr file"))
+        .spawn()
+        .expect("setpriv (util-linux) runs the test binary unprivileged");
+    let status = wait_bounded(child, Duration::from_secs(60));
+    let text = std::fs::read_to_string(&out).unwrap_or_default()
+        + &std::fs::read_to_string(dir.join("err.txt")).unwrap_or_default();
+    eprintln!("{text}\n(failed after {:?})", started.elapsed());
+    assert!(
+        !status.success(),
+        "a test needing eBPF passed without it:\n{text}"
+    );
+    assert!(
+        text.contains("needs eBPF observers (observer = \"bpf\") and this host cannot load them")
+            && text.contains("Fix:")
+            && text.contains("CHAOS_OBSERVER=fallback"),
+        "not the one-line reason with its fix:\n{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Waits for a child at most `limit`, killing it (and failing) past that.
 fn wait_bounded(mut child: std::process::Child, limit: Duration) -> std::process::ExitStatus {
     let until = std::time::Instant::now() + limit;
@@ -248,7 +394,7 @@ fn wait_bounded(mut child: std::process::Child, limit: Duration) -> std::process
         }
         if std::time::Instant::now() > until {
             let _ = child.kill();
-            panic!("the victim did not exit within {limit:?} of SIGTERM");
+            panic!("the child did not exit within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -725,7 +725,8 @@ pub fn gather() -> Facts {
     let ebpf = crate::observe::bpf::probe();
     let btf = std::fs::File::open("/sys/kernel/btf/vmlinux").is_ok();
     let tracefs = tracefs(&mounts);
-    let (netns, netem, iptables, nft) = netns_probes(root);
+    let netns = netns_probe(root);
+    let (netem, iptables, nft) = runtime_checks(root);
     let debootstrap = which("debootstrap").map(|p| p.display().to_string());
     let clang =
         which(&std::env::var("CHAOS_BPF_CLANG").unwrap_or_else(|_| "clang".into())).map(|p| {
@@ -867,27 +868,13 @@ impl Drop for Netns {
     }
 }
 
-type NetnsFacts = (
-    Result<(), String>,
-    Result<(), String>,
-    Result<String, String>,
-    Result<String, String>,
-);
-
-fn netns_probes(root: bool) -> NetnsFacts {
-    let not = |why: &str| -> NetnsFacts {
-        (
-            Err(why.to_string()),
-            Err(why.to_string()),
-            Err(why.to_string()),
-            Err(why.to_string()),
-        )
-    };
+/// Whether a named network namespace can be made here (`ip netns add`).
+fn netns_probe(root: bool) -> Result<(), String> {
     if !root {
-        return not("needs root");
+        return Err("needs root".into());
     }
     let Some(ip) = which("ip") else {
-        return not("ip (iproute2) is missing");
+        return Err("ip (iproute2) is missing".into());
     };
     let ip = ip.display().to_string();
     // Namespaces of doctors that were killed mid-probe (their pid is gone) are removed first.
@@ -900,71 +887,48 @@ fn netns_probes(root: bool) -> NetnsFacts {
     }
     let name = format!("chaos-doctor-{}", std::process::id());
     match run(&ip, &["netns", "add", &name], Duration::from_secs(10)) {
-        Ok(o) if o.ok => {}
-        Ok(o) => return not(&format!("ip netns add: {}", first_line(&o.stderr))),
-        Err(e) => return not(&e),
+        Ok(o) if o.ok => {
+            drop(Netns(name));
+            Ok(())
+        }
+        Ok(o) => Err(format!("ip netns add: {}", first_line(&o.stderr))),
+        Err(e) => Err(e),
     }
-    let ns = Netns(name);
-    let exec = |args: &[&str]| -> Result<Out, String> {
-        let mut full = vec!["netns", "exec", ns.0.as_str()];
-        full.extend_from_slice(args);
-        run(&ip, &full, Duration::from_secs(10))
-    };
-    let netem = if which("tc").is_none() {
-        Err("tc (iproute2) is missing".to_string())
-    } else {
-        match exec(&[
-            "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms",
-        ]) {
-            Ok(o) if o.ok => Ok(()),
-            Ok(o) => {
-                let e = first_line(&o.stderr);
-                Err(if e.contains("qdisc kind is unknown") {
-                    format!("no sch_netem in this kernel (tc: {e})")
-                } else {
-                    format!("tc: {e}")
-                })
-            }
-            Err(e) => Err(e),
-        }
-    };
-    // The backends the partition fault tries, in its order.
-    let mut iptables =
-        Err("no iptables binary (iptables, iptables-nft, iptables-legacy)".to_string());
-    for bin in ["iptables", "iptables-nft", "iptables-legacy"] {
-        if which(bin).is_none() {
-            continue;
-        }
-        match exec(&[
-            bin, "-w", "5", "-A", "OUTPUT", "-p", "tcp", "--dport", "9", "-j", "DROP",
-        ]) {
-            Ok(o) if o.ok => {
-                let v = run(bin, &["--version"], Duration::from_secs(5))
-                    .map(|o| first_line(&o.stdout))
-                    .unwrap_or_default();
-                iptables = Ok(if v.is_empty() { bin.to_string() } else { v });
-                break;
-            }
-            Ok(o) => iptables = Err(format!("{bin}: {}", first_line(&o.stderr))),
-            Err(e) => iptables = Err(e),
-        }
+}
+
+/// netem, the partition's iptables backend and nft, found by the very checks the runtime makes
+/// when it injects (`latency::netem_support`, `network::backends_here`), so the matrix says
+/// what a run will do.
+fn runtime_checks(
+    root: bool,
+) -> (
+    Result<(), String>,
+    Result<String, String>,
+    Result<String, String>,
+) {
+    if !root {
+        let why = "needs root".to_string();
+        return (Err(why.clone()), Err(why.clone()), Err(why));
     }
-    let nft = if which("nft").is_none() {
-        Err("nft is missing".to_string())
-    } else {
-        match exec(&["nft", "add", "table", "inet", "chaos_doctor"]) {
-            Ok(o) if o.ok => {
-                let v = run("nft", &["--version"], Duration::from_secs(5))
-                    .map(|o| first_line(&o.stdout))
-                    .unwrap_or_default();
-                Ok(if v.is_empty() { "nft".into() } else { v })
-            }
-            Ok(o) => Err(format!("nft: {}", first_line(&o.stderr))),
-            Err(e) => Err(e),
-        }
-    };
-    drop(ns);
-    (Ok(()), netem, iptables, nft)
+    let checks = std::thread::spawn(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(rt.block_on(async {
+            let netem = crate::fault::latency::netem_support(false)
+                .await
+                .map_err(|e| e.trim_start_matches("auto: ").to_string());
+            let (iptables, nft) = crate::fault::network::backends_here().await;
+            (netem, iptables, nft)
+        }))
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the probe panicked".into()));
+    match checks {
+        Ok(found) => found,
+        Err(e) => (Err(e.clone()), Err(e.clone()), Err(e)),
+    }
 }
 
 /// The `chaos-doctor-<pid>` namespaces in `ip netns list` output whose doctor is gone.

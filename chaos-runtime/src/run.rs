@@ -78,7 +78,8 @@ async fn run_async(
     active: Arc<std::sync::Mutex<Option<Arc<Stack>>>>,
     active_id: Arc<std::sync::Mutex<Option<String>>>,
 ) -> Result<(), Failure> {
-    let (mode, mode_from_env) = observer_mode(spec)?;
+    let mode = observer_mode(spec)?;
+    needs(spec, mode)?;
     let system = (spec.system)();
     let checked = check(spec, &system)?;
     let docker = docker::connect().await?;
@@ -121,16 +122,7 @@ async fn run_async(
         }
     };
     let invariants = system.invariants.clone();
-    verdict(
-        spec,
-        timeline,
-        acked,
-        stack,
-        invariants,
-        body,
-        mode_from_env.then_some(mode),
-    )
-    .await
+    verdict(spec, timeline, acked, stack, invariants, body).await
 }
 
 /// Check: the test's roles, workload and fault/target pairs against the system.
@@ -183,13 +175,35 @@ fn check(spec: &Spec, system: &System) -> Result<Checked, SystemError> {
     })
 }
 
-fn observer_mode(spec: &Spec) -> Result<(ObserverMode, bool), Failure> {
+/// What the test demands of the host, checked with the probes `chaos doctor` reports, before
+/// any resource exists: a test that must observe through eBPF fails here, in one line with the
+/// fix, on a host that cannot load it (never a silent pass, never a different verdict).
+fn needs(spec: &Spec, mode: ObserverMode) -> Result<(), Failure> {
+    if mode != ObserverMode::Bpf {
+        return Ok(());
+    }
+    crate::observe::bpf::probe().map_err(|why| {
+        let asked = if spec.observer.is_some() {
+            "observer = \"bpf\""
+        } else {
+            "CHAOS_OBSERVER=bpf"
+        };
+        Failure::Message(format!(
+            "{} needs eBPF observers ({asked}) and this host cannot load them: {why} \
+             (or run it with CHAOS_OBSERVER=fallback: the same verdict and snapshot from /proc, \
+             cgroup files, Docker events and the kernel log)",
+            spec.name
+        ))
+    })
+}
+
+fn observer_mode(spec: &Spec) -> Result<ObserverMode, Failure> {
     if let Some(m) = spec.observer {
-        return Ok((ObserverMode::parse(m).unwrap_or_default(), false));
+        return Ok(ObserverMode::parse(m).unwrap_or_default());
     }
     match ObserverMode::from_env() {
-        Ok(Some(m)) => Ok((m, true)),
-        Ok(None) => Ok((ObserverMode::Auto, false)),
+        Ok(Some(m)) => Ok(m),
+        Ok(None) => Ok(ObserverMode::Auto),
         Err(e) => Err(Failure::Message(e)),
     }
 }
@@ -640,6 +654,11 @@ async fn finish_timeline(
         spec.recover_within_ms as f64,
     );
     tl.metrics.acknowledged_writes = acked.len();
+    tl.metrics.indeterminate_writes = tl
+        .samples
+        .iter()
+        .filter(|s| s.tags.contains_key(crate::workload::INDETERMINATE))
+        .count();
     let workload_events = workload_events(tl, t.inject_ms, t.recovered);
     tl.events.extend(workload_events);
     tl.events.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
@@ -670,7 +689,6 @@ async fn verdict(
     stack: Arc<Stack>,
     invariants: Vec<Arc<dyn invariant::Invariant>>,
     body: Body,
-    forced: Option<ObserverMode>,
 ) -> Result<(), Failure> {
     let journal_path = journal::write(spec, &timeline);
     crate::report::after_run(journal_path.as_deref());
@@ -698,7 +716,7 @@ async fn verdict(
     // Both are checked and both reported: a changed snapshot never hides a failing body.
     let snapshot_result = if spec.snapshot {
         std::panic::catch_unwind(AssertUnwindSafe(|| {
-            snapshot::assert_snapshot(spec, &run.timeline, forced)
+            snapshot::assert_snapshot(spec, &run.timeline)
         }))
     } else {
         Ok(())

@@ -1,59 +1,71 @@
 //! The insta snapshot of a run: its normalised timeline, a picture of the system's behaviour.
-use crate::observe::ObserverMode;
+//!
+//! A snapshot holds what the *system* did, never how this host did it: one committed snapshot
+//! must pass unchanged with eBPF or the fallback observers, netem or the fault proxy, iptables or
+//! nft, cgroup v1 or v2. Mechanisms and observer sources go to the journal and the report.
+use crate::observe::{Source, kind};
 use crate::spec::Spec;
-use crate::timeline::{Event, Metrics, Timeline};
-
-/// Event kinds left out of snapshots: their presence depends on timing, not on behaviour.
-const NOISY_KINDS: &[&str] = &[
-    "tcp_state",
-    "tcp_retransmit",
-    "tcp_reset",
-    "runq_delay",
-    "block_io_latency",
-    "memory_pressure",
-    "io_throttled",
-    "cpu_throttled",
-    "cpu_pressure",
-    "io_pressure",
-    // When our own readiness probe sees the service back races with the workload's first success.
-    "service_ready",
-    // Periodic pg_stat_activity counts: their number depends on the run's length.
-    "pg_connections",
-];
+use crate::timeline::{Behaviour, Event, Metrics, Timeline};
 
 /// Signals whose delivery is behaviour (a kill, a stop, a crash), not a service's own chatter
-/// (postgres signals its children with SIGUSR1/SIGALRM/SIGINT all the time).
+/// (postgres signals its children with SIGUSR1/SIGALRM/SIGINT/SIGQUIT all the time).
 const FATAL_SIGNALS: &[&str] = &["9", "15", "6", "11", "19"];
 
-fn snapshot_worthy(e: &Event) -> bool {
-    if NOISY_KINDS.contains(&e.kind.as_str()) {
-        return false;
+/// What an event shows about the system, in words every observer can say. Two observers that
+/// saw the same thing (eBPF's, the cgroup's and the kernel log's OOM kill) give the same
+/// behaviour; the fault machinery's own bookkeeping (rules added, toxics
+/// removed, a container restarted by the heal) and measurements whose presence is timing (TCP
+/// state changes, run-queue histograms, pressure) give none.
+///
+/// Kills show at the container level only (Docker's `die` with its signal, the OOM killer):
+/// every observer tier sees those. A signal to one process inside a container is visible to
+/// eBPF alone, so it stays in the journal; a snapshot holding it would differ without eBPF.
+pub(crate) fn behaviour(e: &Event) -> Vec<Behaviour> {
+    let signal = || {
+        e.detail
+            .get("signal")
+            .filter(|s| FATAL_SIGNALS.contains(&s.as_str()))
+            .map(|s| format!("signal={s}"))
+    };
+    match e.source {
+        // The harness's own markers and the mechanisms' bookkeeping are not the system's doing.
+        Source::Runtime | Source::Proxy | Source::Service | Source::DockerStats => return vec![],
+        // What the clients saw: first/last error (with its class), recovery.
+        Source::Workload => {
+            let detail = e.detail.get("reason").map(|r| format!("reason={r}"));
+            return match e.kind.as_str() {
+                "first_error" | "last_error" | "recovered" => vec![Behaviour {
+                    kind: e.kind.clone(),
+                    detail,
+                }],
+                _ => vec![],
+            };
+        }
+        _ => {}
     }
     match e.kind.as_str() {
-        "signal" => e
-            .detail
-            .get("signal")
-            .is_some_and(|s| FATAL_SIGNALS.contains(&s.as_str())),
-        // Processes come and go in every service; an exit by a fatal signal is the behaviour.
-        "process_exit" => e
-            .detail
-            .get("signal")
-            .is_some_and(|s| FATAL_SIGNALS.contains(&s.as_str())),
-        _ => true,
+        kind::OOM_KILL => vec![Behaviour::new("oom_kill")],
+        kind::CONTAINER_DIE => vec![Behaviour {
+            kind: "container_died".into(),
+            detail: signal(),
+        }],
+        kind::CONTAINER_START => vec![Behaviour::new("container_started")],
+        kind::CPU_THROTTLED => vec![Behaviour::new("cpu_throttled")],
+        _ => vec![],
     }
 }
 
-pub(crate) fn assert_snapshot(spec: &Spec, tl: &Timeline, forced: Option<ObserverMode>) {
+pub(crate) fn assert_snapshot(spec: &Spec, tl: &Timeline) {
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path(std::path::Path::new(spec.manifest_dir).join("tests/snapshots"));
     settings.set_prepend_module_to_snapshot(false);
     settings.set_omit_expression(true);
     settings.set_input_file(spec.file);
-    settings.set_description(format!("normalised timeline of {}", spec.name));
-    if let Some(m) = forced {
-        settings.set_snapshot_suffix(format!("{m:?}").to_lowercase());
-    }
-    let normalised = mask_addresses(snapshot_view(tl).normalised(snapshot_worthy));
+    settings.set_description(format!(
+        "behaviour of {} (host-independent: mechanisms and observers are in the journal)",
+        spec.name
+    ));
+    let normalised = mask_addresses(snapshot_view(tl).normalised(behaviour));
     settings.bind(|| {
         insta::assert_yaml_snapshot!(spec.fn_name, normalised);
     });
@@ -72,19 +84,22 @@ const HEAL_DONE_KINDS: &[&str] = &[
     "proxy_stats",
     "netem_removed",
 ];
-/// Of those, the ones after which the fault no longer acts at all (the service needs no restart).
+/// The events after which the fault no longer acts at all: its mechanism is undone, or the
+/// healed service serves again (our readiness probe, after a restart or a partition).
 const FAULT_LIFTED_KINDS: &[&str] = &[
     "network_restored",
     "pool_released",
     "toxic_removed",
     "netem_removed",
+    "service_ready",
 ];
 
 /// The timeline as snapshots see it; metrics and the journal keep the real times.
 /// - A request that started after `fault_healed` but before the fault was lifted (removing a
-///   partition's rules and listing them back takes 10-40 ms, more on a loaded machine) met the
-///   fault, not the recovery, and whether one did is a matter of timing: such failures, and a
-///   `last_error` among them, count in the fault phase.
+///   partition's rules and listing them back takes 10-40 ms, more on a loaded machine; a killed
+///   database restarts and replays its WAL for a second) met the fault, not the recovery, and
+///   whether one did is a matter of timing: such failures, and a `last_error` among them, count
+///   in the fault phase.
 /// - A heal that completes after the steady state already returned (a service the steady state
 ///   does not need, e.g. a cache restarted last in a composite) is recovery work; whether the
 ///   steady window began before or after it is timing: its events count in the recovery phase.
@@ -103,7 +118,7 @@ fn snapshot_view(tl: &Timeline) -> std::borrow::Cow<'_, Timeline> {
     let lifted = tl
         .events
         .iter()
-        .filter(|e| FAULT_LIFTED_KINDS.contains(&e.kind.as_str()))
+        .filter(|e| FAULT_LIFTED_KINDS.contains(&e.kind.as_str()) && e.t_ms < steady)
         .map(|e| e.t_ms)
         .fold(heal, f64::max);
     let met_fault = |ok: bool, t: f64| !ok && t >= heal && t < lifted;
@@ -139,7 +154,9 @@ fn snapshot_view(tl: &Timeline) -> std::borrow::Cow<'_, Timeline> {
 /// mechanism names it. IPv4 subnets become `<subnet>`, addresses `<ip>`.
 fn mask_addresses(mut n: crate::timeline::Normalised) -> crate::timeline::Normalised {
     for f in &mut n.faults {
-        *f = mask_ipv4(f);
+        for v in f.params.values_mut() {
+            *v = mask_ipv4(v);
+        }
     }
     for e in &mut n.events {
         if let Some(d) = &mut e.detail {
@@ -199,7 +216,7 @@ fn mask_ipv4(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{mask_ipv4, snapshot_view, snapshot_worthy};
+    use super::{Event, behaviour, mask_ipv4, snapshot_view};
     use crate::timeline::Timeline;
 
     fn timeline(lifted_ms: Option<f64>) -> Timeline {
@@ -207,7 +224,7 @@ mod tests {
             serde_json::json!({"t_ms": 2000.0, "kind": "fault_healed", "source": "runtime", "container": "postgres"}),
             serde_json::json!({"t_ms": 2010.0, "kind": "last_error", "source": "workload"}),
             serde_json::json!({"t_ms": 2300.0, "kind": "recovered", "source": "workload"}),
-            serde_json::json!({"t_ms": 2500.0, "kind": "container_restarted", "source": "runtime", "container": "redis"}),
+            serde_json::json!({"t_ms": 2500.0, "kind": "container_start", "source": "docker_events", "container": "redis"}),
         ];
         if let Some(t) = lifted_ms {
             events.push(serde_json::json!({"t_ms": t, "kind": "network_restored", "source": "runtime", "container": "postgres"}));
@@ -239,7 +256,7 @@ mod tests {
                 .map(|e| e.phase.clone())
                 .unwrap_or_default()
         };
-        let lifted = snapshot_view(&timeline(Some(2030.0))).normalised(snapshot_worthy);
+        let lifted = snapshot_view(&timeline(Some(2030.0))).normalised(behaviour);
         assert!(
             !lifted
                 .phases
@@ -250,9 +267,9 @@ mod tests {
         );
         assert_eq!(phase_of(&lifted, "last_error"), "fault");
         // A heal done after the steady state returned is recovery work.
-        assert_eq!(phase_of(&lifted, "container_restarted"), "recovery");
+        assert_eq!(phase_of(&lifted, "container_started"), "recovery");
         // Without a lifted partition, a failure after the heal is the recovery's.
-        let kept = snapshot_view(&timeline(None)).normalised(snapshot_worthy);
+        let kept = snapshot_view(&timeline(None)).normalised(behaviour);
         assert!(
             kept.phases
                 .iter()
@@ -261,6 +278,56 @@ mod tests {
                 .errors
         );
         assert_eq!(phase_of(&kept, "last_error"), "recovery");
+    }
+
+    #[test]
+    fn every_observer_tier_gives_the_same_behaviour() {
+        use crate::observe::Source;
+        let ev = |kind: &str, source: Source, detail: &[(&str, &str)]| Event {
+            t_ms: 0.0,
+            kind: kind.into(),
+            source,
+            container: Some("postgres".into()),
+            detail: detail
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let kinds = |e: &Event| {
+            behaviour(e)
+                .into_iter()
+                .map(|b| format!("{} {}", b.kind, b.detail.unwrap_or_default()))
+                .collect::<Vec<_>>()
+        };
+        // The OOM kill, whoever saw it.
+        for source in [
+            Source::Bpf,
+            Source::Cgroup,
+            Source::Kmsg,
+            Source::DockerEvents,
+        ] {
+            assert_eq!(
+                kinds(&ev("oom_kill", source, &[("pid", "7")])),
+                ["oom_kill "]
+            );
+        }
+        // A signal to one process is eBPF's alone: journal, not snapshot.
+        assert!(kinds(&ev("signal", Source::Bpf, &[("signal", "15")])).is_empty());
+        assert!(kinds(&ev("process_exit", Source::Bpf, &[("signal", "9")])).is_empty());
+        // The container's death is seen by every tier, with its signal.
+        assert_eq!(
+            kinds(&ev(
+                "container_die",
+                Source::DockerEvents,
+                &[("signal", "9"), ("exit_code", "137")]
+            )),
+            ["container_died signal=9"]
+        );
+        // The fault machinery's bookkeeping and timing-bound measurements are not behaviour.
+        assert!(kinds(&ev("toxic_added", Source::Runtime, &[])).is_empty());
+        assert!(kinds(&ev("proxy_stats", Source::Proxy, &[])).is_empty());
+        assert!(kinds(&ev("tcp_retransmit", Source::Bpf, &[])).is_empty());
+        assert!(kinds(&ev("pg_connections", Source::Service, &[])).is_empty());
     }
 
     #[test]

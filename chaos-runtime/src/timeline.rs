@@ -112,6 +112,10 @@ pub struct Metrics {
     pub phases: Vec<PhaseStats>,
     /// Writes acknowledged by the service.
     pub acknowledged_writes: usize,
+    /// Writes whose outcome is unknown: the service said yes (2xx) but the reply carried no
+    /// parseable key, so the ledger cannot check them. Counted and shown, never dropped.
+    #[serde(default)]
+    pub indeterminate_writes: usize,
 }
 
 impl Metrics {
@@ -346,28 +350,33 @@ impl Timeline {
         };
         let _ = writeln!(
             out,
-            "  time to first error {}, error window {}, time to recover {} (budget {:.0} ms), acknowledged writes {}, lost writes {}",
+            "  time to first error {}, error window {}, time to recover {} (budget {:.0} ms), acknowledged writes {} ({} indeterminate), lost writes {}",
             fmt(m.time_to_first_error_ms),
             fmt(m.error_window_ms),
             fmt(m.time_to_recover_ms),
             m.recover_budget_ms,
             m.acknowledged_writes,
+            m.indeterminate_writes,
             self.lost_writes.len()
         );
         out
     }
 
-    /// The normalised timeline for snapshots: stable from run to run.
+    /// The normalised timeline for snapshots: what the system did, stable from run to run and
+    /// from host to host.
     ///
-    /// Absolute times jitter, so they are dropped: the snapshot keeps the ordered phases, the
-    /// faults and their mechanisms, per phase whether requests failed, each (kind, source,
-    /// container, stable details) of event with the phase it FIRST appeared in, which source
-    /// observed which signal, and the verdict. Precise numbers go to budgets instead.
-    pub fn normalised(&self, keep: impl Fn(&Event) -> bool) -> Normalised {
-        let mut events: BTreeMap<(usize, String, String, String, String), ()> = BTreeMap::new();
+    /// Absolute times jitter, so they are dropped; how this host did things (the mechanism of a
+    /// fault, which observer saw what) stays in the journal and the report. What is left: the
+    /// faults by kind, target and parameters; the ordered phases with whether requests failed in
+    /// them; and each distinct behaviour with the phase it FIRST appeared in. `behaviour` maps an
+    /// event to the behaviours it shows (none for a mechanism's own bookkeeping); two observers
+    /// that saw the same thing map to the same behaviour and count once.
+    pub fn normalised(&self, behaviour: impl Fn(&Event) -> Vec<Behaviour>) -> Normalised {
+        // (kind, container, detail) -> earliest phase index.
+        let mut first: BTreeMap<(String, String, String), usize> = BTreeMap::new();
         for e in &self.events {
-            let phase = self.phase_at(e.t_ms).to_string();
-            if !keep(e) || phase == WARMUP || phase == "before" {
+            let phase = self.phase_at(e.t_ms);
+            if phase == WARMUP || phase == "before" {
                 continue;
             }
             let idx = self
@@ -375,27 +384,14 @@ impl Timeline {
                 .iter()
                 .position(|p| p.name == phase)
                 .unwrap_or(usize::MAX);
-            let stable: Vec<String> = e
-                .detail
-                .iter()
-                .filter(|(k, _)| STABLE_DETAIL.contains(&k.as_str()))
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            let key_rest = (
-                e.kind.clone(),
-                source_name(e.source),
-                e.container.clone().unwrap_or_default(),
-                stable.join(" "),
-            );
-            // Keep only the earliest phase per event identity.
-            let exists = events.keys().any(|k| {
-                (k.1.clone(), k.2.clone(), k.3.clone(), k.4.clone()) == key_rest && k.0 <= idx
-            });
-            if !exists {
-                events.retain(|k, _| {
-                    (k.1.clone(), k.2.clone(), k.3.clone(), k.4.clone()) != key_rest
-                });
-                events.insert((idx, key_rest.0, key_rest.1, key_rest.2, key_rest.3), ());
+            for b in behaviour(e) {
+                let key = (
+                    b.kind,
+                    e.container.clone().unwrap_or_default(),
+                    b.detail.unwrap_or_default(),
+                );
+                let at = first.entry(key).or_insert(idx);
+                *at = (*at).min(idx);
             }
         }
         let phase_name = |i: usize| {
@@ -404,19 +400,20 @@ impl Timeline {
                 .map(|p| p.name.clone())
                 .unwrap_or_else(|| "after".into())
         };
+        let mut events: Vec<(usize, String, String, String)> = first
+            .into_iter()
+            .map(|((kind, container, detail), i)| (i, kind, container, detail))
+            .collect();
+        events.sort();
+        let some = |s: String| (!s.is_empty()).then_some(s);
         Normalised {
             faults: self
                 .faults
                 .iter()
-                .map(|f| {
-                    let params: Vec<String> =
-                        f.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    let params = if params.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", params.join(", "))
-                    };
-                    format!("{} {} via {}{}", f.kind, f.target, f.mechanism, params)
+                .map(|f| NormalisedFault {
+                    fault: f.kind.clone(),
+                    target: f.target.clone(),
+                    params: f.params.clone(),
                 })
                 .collect(),
             phases: self
@@ -430,34 +427,41 @@ impl Timeline {
                 })
                 .collect(),
             events: events
-                .into_keys()
-                .map(|(i, kind, source, container, detail)| NormalisedEvent {
+                .into_iter()
+                .map(|(i, kind, container, detail)| NormalisedEvent {
                     phase: phase_name(i),
                     kind,
-                    source,
-                    container: if container.is_empty() {
-                        None
-                    } else {
-                        Some(container)
-                    },
-                    detail: if detail.is_empty() {
-                        None
-                    } else {
-                        Some(detail)
-                    },
+                    service: some(container),
+                    detail: some(detail),
                 })
                 .collect(),
-            observers: self
-                .observers
-                .iter()
-                .map(|c| (c.signal.clone(), source_name(c.source)))
-                .collect(),
-            recovered: self.metrics.time_to_recover_ms.is_some(),
-            within_budget: self
-                .metrics
-                .time_to_recover_ms
-                .is_some_and(|t| t <= self.metrics.recover_budget_ms),
-            lost_writes: self.lost_writes.len(),
+        }
+    }
+}
+
+/// One behaviour an event shows, as snapshots name it (see [`Timeline::normalised`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Behaviour {
+    /// What happened (`killed`, `oom_kill`, `first_error`...).
+    pub kind: String,
+    /// A detail that is part of the behaviour (`signal=9`, `reason=timeout`), not of the host.
+    pub detail: Option<String>,
+}
+
+impl Behaviour {
+    /// A behaviour without detail.
+    pub fn new(kind: &str) -> Self {
+        Self {
+            kind: kind.into(),
+            detail: None,
+        }
+    }
+
+    /// A behaviour with a detail.
+    pub fn with(kind: &str, detail: String) -> Self {
+        Self {
+            kind: kind.into(),
+            detail: Some(detail),
         }
     }
 }
@@ -470,37 +474,32 @@ pub fn source_name(s: Source) -> String {
         .unwrap_or_default()
 }
 
-/// Detail keys stable enough to be snapshotted.
-const STABLE_DETAIL: &[&str] = &[
-    "signal",
-    "fault",
-    "mechanism",
-    "direction",
-    "victim_comm",
-    "reason",
-];
-
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// A timeline with the jitter taken out: what snapshots hold.
+/// A timeline with the jitter and the host taken out: what snapshots hold.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Normalised {
-    /// Faults and the mechanisms that acted.
-    pub faults: Vec<String>,
+    /// Faults by kind, target and parameters.
+    pub faults: Vec<NormalisedFault>,
     /// Phases in order, with whether requests failed in them.
     pub phases: Vec<NormalisedPhase>,
-    /// Distinct events, each in the phase it first appeared in.
+    /// Distinct behaviours, each in the phase it first appeared in.
+    #[serde(rename = "behaviour")]
     pub events: Vec<NormalisedEvent>,
-    /// Signal -> source.
-    pub observers: BTreeMap<String, String>,
-    /// Whether the steady state returned.
-    pub recovered: bool,
-    /// Whether it returned within the budget.
-    pub within_budget: bool,
-    /// Number of acknowledged writes lost.
-    pub lost_writes: usize,
+}
+
+/// A fault in a snapshot: what was done, not how this host did it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NormalisedFault {
+    /// Kind.
+    pub fault: String,
+    /// Target role.
+    pub target: String,
+    /// Parameters as declared.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
 }
 
 /// A phase in a snapshot.
@@ -515,19 +514,17 @@ pub struct NormalisedPhase {
 /// The phase before the baseline window: the stack warming up, left out of snapshots.
 pub const WARMUP: &str = "warmup";
 
-/// An event in a snapshot.
+/// A behaviour in a snapshot.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NormalisedEvent {
     /// Phase it first appeared in.
     pub phase: String,
-    /// Kind.
+    /// What happened.
     pub kind: String,
-    /// Source.
-    pub source: String,
-    /// Container role.
+    /// The service (role) it happened to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<String>,
-    /// Stable details.
+    pub service: Option<String>,
+    /// Its detail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
@@ -638,14 +635,17 @@ mod tests {
             });
         }
         tl.compute_metrics(1000.0, 2000.0, None, 5000.0);
-        let n = tl.normalised(|_| true);
-        assert_eq!(n.events.len(), 2);
-        assert!(
-            n.events
-                .iter()
-                .all(|e| e.phase == "fault" && e.detail.as_deref() == Some("signal=9"))
-        );
+        let n = tl.normalised(|e| {
+            vec![Behaviour::with(
+                "killed",
+                format!("signal={}", e.detail["signal"]),
+            )]
+        });
+        // Three observations of one behaviour: once, in the phase it first appeared in.
+        assert_eq!(n.events.len(), 1);
+        assert_eq!(n.events[0].phase, "fault");
+        assert_eq!(n.events[0].detail.as_deref(), Some("signal=9"));
+        assert_eq!(n.events[0].service.as_deref(), Some("postgres"));
         assert!(n.phases[1].errors);
-        assert!(!n.recovered);
     }
 }

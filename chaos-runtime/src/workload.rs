@@ -338,9 +338,12 @@ impl Workload for HttpWorkload {
                 }
                 if out.failure.is_none()
                     && let Some(field) = &self.ack_field
-                    && let Some(key) = json_field(&r.body, field)
                 {
-                    out = out.with_ack(Ack::new(key));
+                    out = match json_field(&r.body, field) {
+                        Some(key) => out.with_ack(Ack::new(key)),
+                        // Written or not, nobody can tell: counted, shown, not ledgered.
+                        None => out.with_tag(INDETERMINATE, format!("no `{field}` in the reply")),
+                    };
                 }
             }
             out
@@ -360,6 +363,10 @@ impl Workload for HttpWorkload {
     }
 }
 
+/// The tag of a sample whose write is indeterminate: a success without the key the ledger needs
+/// (counted in the timeline's `indeterminate_writes`; set it from your own workload too).
+pub const INDETERMINATE: &str = "indeterminate";
+
 /// A top-level field of a JSON body, as text (numbers and strings).
 pub fn json_field(body: &[u8], field: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
@@ -370,11 +377,23 @@ pub fn json_field(body: &[u8], field: &str) -> Option<String> {
     }
 }
 
+/// The first panic of a client, kept to be raised in the run (a client task's panic would
+/// otherwise end only that task, silently, and the run would wait out its deadlines).
+type Panicked = Arc<Mutex<Option<Box<dyn std::any::Any + Send>>>>;
+
+fn raise(panicked: &Panicked) {
+    let p = panicked.lock().unwrap().take();
+    if let Some(p) = p {
+        std::panic::resume_unwind(p);
+    }
+}
+
 /// A running workload.
 pub(crate) struct Running {
     samples: Arc<Mutex<Vec<Sample>>>,
     acked: Arc<Mutex<Vec<Ack>>>,
     stop: Arc<AtomicBool>,
+    panicked: Panicked,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     pub(crate) request_timeout: Duration,
 }
@@ -391,26 +410,37 @@ impl Running {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let acked = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let panicked: Panicked = Arc::default();
         let seq = Arc::new(AtomicU64::new(0));
         let timeout = workload.request_timeout();
         let pace = workload.pace();
         let mut tasks = Vec::new();
         for _ in 0..workload.clients().max(1) {
-            let (samples, acked, stop, seq, cx, workload) = (
+            let (samples, acked, stop, seq, cx, workload, panicked) = (
                 samples.clone(),
                 acked.clone(),
                 stop.clone(),
                 seq.clone(),
                 cx.clone(),
                 workload.clone(),
+                panicked.clone(),
             );
             tasks.push(tokio::spawn(async move {
+                use futures::FutureExt;
                 while !stop.load(Ordering::Relaxed) {
                     let n = seq.fetch_add(1, Ordering::Relaxed);
                     let start = mono_ns();
-                    let out = tokio::time::timeout(timeout, workload.request(&cx, n))
-                        .await
-                        .unwrap_or_else(|_| Outcome::failed("timeout", "timeout"));
+                    let request = std::panic::AssertUnwindSafe(workload.request(&cx, n));
+                    let out = match tokio::time::timeout(timeout, request.catch_unwind()).await {
+                        Ok(Ok(out)) => out,
+                        Ok(Err(p)) => {
+                            // Every client stops; the run raises the panic at its next look.
+                            stop.store(true, Ordering::Relaxed);
+                            panicked.lock().unwrap().get_or_insert(p);
+                            return;
+                        }
+                        Err(_) => Outcome::failed("timeout", "timeout"),
+                    };
                     let end = mono_ns();
                     if let Some(ack) = &out.ack
                         && out.failure.is_none()
@@ -434,13 +464,17 @@ impl Running {
             samples,
             acked,
             stop,
+            panicked,
             tasks,
             request_timeout: timeout,
         })
     }
 
-    /// A copy of the samples so far (completed requests only).
+    /// A copy of the samples so far (completed requests only). Raises a client's panic here,
+    /// where the run looks at its workload, so it unwinds through the run's guards (the fault
+    /// is healed, the stack removed) instead of the run waiting out its deadlines.
     pub(crate) fn samples(&self) -> Vec<Sample> {
+        raise(&self.panicked);
         self.samples.lock().unwrap().clone()
     }
 
@@ -453,6 +487,7 @@ impl Running {
         let mut samples = std::mem::take(&mut *self.samples.lock().unwrap());
         samples.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
         let acked = std::mem::take(&mut *self.acked.lock().unwrap());
+        raise(&self.panicked);
         (samples, acked)
     }
 }

@@ -39,6 +39,17 @@ pub(crate) fn of_pid(pid: u32) -> io::Result<CgroupPaths> {
     Ok(paths_from(&parse_mountinfo(&mounts), &own))
 }
 
+/// Whether `files` is container `id`'s own cgroup directory: Docker names it after the full
+/// container id with every driver and version (`.../docker/<id>`, `.../docker-<id>.scope`),
+/// nested engines included (`.../docker/<outer>/docker/<id>`).
+pub(crate) fn belongs_to(files: &Files, id: &str) -> bool {
+    !id.is_empty()
+        && files.dir().file_name().is_some_and(|name| {
+            let name = name.to_string_lossy();
+            name == id || name == format!("docker-{id}.scope")
+        })
+}
+
 /// The cgroup version whose files a fault writes or reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Files {
@@ -878,6 +889,28 @@ mod tests {
         let status = "Name:\tpostgres\nTgid:\t4242\nNSpid:\t4242\t87\nNSpgid:\t4100\t1\n";
         assert_eq!(parse_nspid(status), [4242, 87]);
         assert_eq!(parse_nspid("Name:\tx\n"), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn only_the_containers_own_directory_belongs_to_it() {
+        let id = "3f2a9c";
+        for dir in [
+            "/sys/fs/cgroup/blkio/docker/3f2a9c",
+            "/sys/fs/cgroup/system.slice/docker-3f2a9c.scope",
+            "/sys/fs/cgroup/docker/outer/docker/3f2a9c",
+        ] {
+            assert!(belongs_to(&Files::V1(dir.into()), id), "{dir}");
+        }
+        // A recycled pid in another container, a host service, the root: never.
+        for dir in [
+            "/sys/fs/cgroup/blkio/docker/77aa01",
+            "/sys/fs/cgroup/system.slice/ssh.service",
+            "/sys/fs/cgroup",
+            "/sys/fs/cgroup/blkio/docker/3f2a9c/child",
+        ] {
+            assert!(!belongs_to(&Files::V2(dir.into()), id), "{dir}");
+        }
+        assert!(!belongs_to(&Files::V2("/".into()), ""));
     }
 
     #[test]

@@ -102,6 +102,16 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
         Err(e) => Err(format!(
             "the container's cgroups are not readable from here ({e})"
         )),
+        // The pid came from an inspect a moment ago; a cgroup file is written only when its
+        // directory is this container's (a recycled pid would name another process's).
+        Ok(_) if files.as_ref().is_some_and(|f| !cg::belongs_to(f, &id)) => Err(format!(
+            "{} is not the cgroup of container {} (its pid was reused?); not writing there",
+            files
+                .as_ref()
+                .map(|f| f.dir().display().to_string())
+                .unwrap_or_default(),
+            &id[..id.len().min(12)]
+        )),
         Ok(_) => plan(files, mount, &path, |d| {
             cg::whole_disk(Path::new("/sys/dev/block"), d)
         }),

@@ -7,12 +7,13 @@
 //!   requests it receives) is `upstream`, `both` adds one toxic per stream. At heal the toxics
 //!   are removed and the proxy's counters must show that they acted.
 //! - `netem`: `tc qdisc add dev eth0 root netem delay L J` inside the target's network
-//!   namespace (`nsenter -t <pid> -n`); ingress through an `ifb` device the ingress traffic is
+//!   namespace (opened once at injection, the heal uses the same handle; see `netns`); ingress through an `ifb` device the ingress traffic is
 //!   redirected to. Needs `sch_netem` (and `ifb` for ingress) in the kernel.
 //!
 //! `CHAOS_LATENCY=proxy|netem|auto` picks one (default `auto`: netem when a throwaway network
 //! namespace shows the kernel has what it needs, the proxy otherwise). The mechanism that acted,
 //! and why auto chose it, is the fault's `mechanism` in the timeline.
+use super::netns::Netns;
 use super::{FaultCx, FaultError, Healing, Injected};
 use crate::clock::mono_ns;
 use crate::observe::{Observation, Source};
@@ -300,22 +301,6 @@ async fn proxy(
     })
 }
 
-/// Runs a command inside the network namespace of `pid`; `Err` carries its stderr.
-async fn in_netns(pid: u32, args: &[&str]) -> Result<String, String> {
-    let pid = pid.to_string();
-    let mut cmd = Command::new("nsenter");
-    cmd.args(["-t", &pid, "-n", "--"]).args(args);
-    match cmd.output().await {
-        Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
-        Ok(o) => Err(format!(
-            "`{}`: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => Err(format!("cannot run nsenter: {e}")),
-    }
-}
-
 fn netem_args(shape: Shape) -> Vec<String> {
     let mut v = vec![
         "netem".into(),
@@ -329,8 +314,9 @@ fn netem_args(shape: Shape) -> Vec<String> {
 }
 
 /// Packets netem delayed on a device, from `tc -s qdisc show`.
-async fn netem_sent_packets(pid: u32, dev: &str) -> u64 {
-    let out = in_netns(pid, &["tc", "-s", "qdisc", "show", "dev", dev])
+async fn netem_sent_packets(ns: &Netns, dev: &str) -> u64 {
+    let out = ns
+        .exec(&["tc", "-s", "qdisc", "show", "dev", dev])
         .await
         .unwrap_or_default();
     parse_netem_sent(&out)
@@ -356,10 +342,12 @@ pub fn parse_netem_sent(tc_output: &str) -> u64 {
     0
 }
 
-async fn netem_undo(pid: u32, shape: Shape) -> Vec<String> {
+async fn netem_undo(ns: &Netns, shape: Shape) -> Vec<String> {
     let mut errors = Vec::new();
     if shape.egress
-        && let Err(e) = in_netns(pid, &["tc", "qdisc", "del", "dev", "eth0", "root"]).await
+        && let Err(e) = ns
+            .exec(&["tc", "qdisc", "del", "dev", "eth0", "root"])
+            .await
     {
         errors.push(e);
     }
@@ -368,7 +356,7 @@ async fn netem_undo(pid: u32, shape: Shape) -> Vec<String> {
             &["tc", "qdisc", "del", "dev", "eth0", "ingress"][..],
             &["ip", "link", "del", IFB][..],
         ] {
-            if let Err(e) = in_netns(pid, args).await {
+            if let Err(e) = ns.exec(args).await {
                 errors.push(e);
             }
         }
@@ -387,6 +375,14 @@ async fn netem(cx: &Arc<FaultCx>, target: &str, shape: Shape) -> Result<Injected
     if pid == 0 {
         return Err(other(target, "the target is not running"));
     }
+    // The namespace is taken now and the heal uses this handle: never a pid looked up again.
+    let ns = Netns::open(pid, target).map_err(|e| FaultError::Unsupported {
+        fault: format!("latency {target}"),
+        why: format!("cannot open /proc/{pid}/ns/net of {target}: {e}"),
+        fix: format!(
+            "run the tests as root on the Docker host (netem is set inside the container's network namespace), or use {ENV}=proxy"
+        ),
+    })?;
     let delay = netem_args(shape);
     let delay: Vec<&str> = delay.iter().map(String::as_str).collect();
     let mut steps: Vec<Vec<&str>> = Vec::new();
@@ -406,8 +402,8 @@ async fn netem(cx: &Arc<FaultCx>, target: &str, shape: Shape) -> Result<Injected
         steps.push([&["tc", "qdisc", "add", "dev", IFB, "root"][..], &delay].concat());
     }
     for step in &steps {
-        if let Err(e) = in_netns(pid, step).await {
-            let _ = netem_undo(pid, shape).await;
+        if let Err(e) = ns.exec(step).await {
+            let _ = netem_undo(&ns, shape).await;
             return Err(FaultError::Unsupported {
                 fault: format!("latency {target}"),
                 why: format!("tc netem failed in the target's network namespace: {e}"),
@@ -435,12 +431,12 @@ async fn netem(cx: &Arc<FaultCx>, target: &str, shape: Shape) -> Result<Injected
         healing: Healing::new(move |cx, _| async move {
             let mut delayed = 0;
             if shape.egress {
-                delayed += netem_sent_packets(pid, "eth0").await;
+                delayed += netem_sent_packets(&ns, "eth0").await;
             }
             if shape.ingress {
-                delayed += netem_sent_packets(pid, IFB).await;
+                delayed += netem_sent_packets(&ns, IFB).await;
             }
-            let errors = netem_undo(pid, shape).await;
+            let errors = netem_undo(&ns, shape).await;
             cx.event(
                 "netem_removed",
                 &target,

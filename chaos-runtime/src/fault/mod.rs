@@ -15,6 +15,7 @@ pub mod cpu;
 pub mod disk;
 pub mod latency;
 pub mod memory;
+pub(crate) mod netns;
 pub mod network;
 pub mod pool;
 

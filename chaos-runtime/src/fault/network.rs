@@ -25,15 +25,10 @@
 //! were added to, even when the container was restarted in between. The guard heals on drop,
 //! so a panicking test removes them too; a SIGKILLed test leaves them in a namespace that dies
 //! with its container (the next run's sweep removes that).
+use super::netns::Netns;
 use super::{FaultCx, FaultError, Healing, Injected};
 use crate::spec::FaultSpec;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
-
-/// Bound on one `iptables`/`nft` call (they wait up to 5 s for the xtables lock).
-const EXEC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which way packets are dropped, seen from the target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,73 +204,7 @@ pub fn describe(backend: &Backend, rules: &[Rule], role: &str) -> String {
     format!("{} in {role} netns", what.join("; "))
 }
 
-/// The network namespace of the target, held open from injection to heal.
-struct Netns {
-    fd: OwnedFd,
-    role: String,
-}
-
-/// What a command run in the namespace said.
-struct Ran {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
 impl Netns {
-    fn open(pid: u32, role: &str) -> std::io::Result<Netns> {
-        let f = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
-        Ok(Netns {
-            fd: f.into(),
-            role: role.to_string(),
-        })
-    }
-
-    /// Runs a host binary inside the namespace (the mount namespace stays the host's).
-    async fn run(&self, bin: &str, args: &[String], stdin: Option<&str>) -> std::io::Result<Ran> {
-        use tokio::io::AsyncWriteExt;
-        let fd = self.fd.as_raw_fd();
-        let mut cmd = tokio::process::Command::new(bin);
-        cmd.args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        // SAFETY: between fork and exec the closure only makes the setns(2) system call, which
-        // is async-signal-safe; `fd` stays open in the child until exec (it is close-on-exec).
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
-        let mut child = cmd.spawn()?;
-        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(input.as_bytes()).await?;
-            drop(pipe);
-        }
-        let out = tokio::time::timeout(EXEC_TIMEOUT, child.wait_with_output())
-            .await
-            .map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("{bin} did not finish within 10 s"),
-                )
-            })??;
-        Ok(Ran {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
-
     /// Adds the rules with one backend; on a failure part-way removes what it added. Err(why).
     async fn add(&self, backend: &Backend, rules: &[Rule], tag: &str) -> Result<(), String> {
         match backend {
@@ -424,6 +353,71 @@ async fn stack_subnets(cx: &FaultCx, fault: &str) -> Result<Vec<String>, FaultEr
     Ok(all)
 }
 
+/// Which backends can hold a partition on this host, found the way `inject` finds one: each is
+/// tried in the same order with the same [`Netns`] calls (add, list, remove) in a throwaway
+/// network namespace (`unshare -n`), so nothing of the host or of a stack is touched. Returns
+/// `(the iptables backend that works, nft)`, each `Err(why not)`. `chaos doctor` reports this.
+pub async fn backends_here() -> (Result<String, String>, Result<String, String>) {
+    let not = |why: String| (Err(why.clone()), Err(why));
+    let child = match tokio::process::Command::new("unshare")
+        .args(["-n", "sleep", "20"])
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return not(format!("cannot run unshare (util-linux): {e}")),
+    };
+    let Some(pid) = child.id() else {
+        return not("unshare exited at once".into());
+    };
+    // unshare execs sleep once the namespace exists; bounded wait for that.
+    let mut netns = None;
+    for _ in 0..200 {
+        match Netns::open(pid, "probe") {
+            Ok(ns) => {
+                netns = Some(ns);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+        }
+    }
+    let Some(netns) = netns else {
+        return not("no throwaway network namespace (unshare -n needs root)".into());
+    };
+    let rules = rules(Direction::Both, &["192.0.2.0/24".to_string()]);
+    let mut iptables = Err("no iptables binary (iptables, iptables-nft, iptables-legacy)".into());
+    let mut nft = Err("nft is missing".to_string());
+    for (i, backend) in IPTABLES
+        .iter()
+        .map(|b| Backend::Iptables(b))
+        .chain([Backend::Nft])
+        .enumerate()
+    {
+        let bin = match &backend {
+            Backend::Iptables(b) => *b,
+            Backend::Nft => "nft",
+        };
+        if crate::doctor::which(bin).is_none() {
+            continue;
+        }
+        let tag = format!("chaos-probe-{}-{i}", std::process::id());
+        let works = match netns.add(&backend, &rules, &tag).await {
+            Ok(()) => match netns.remove(&backend, &rules, &tag).await {
+                Ok(_) => Ok(bin.to_string()),
+                Err(why) => Err(why),
+            },
+            Err(why) => Err(why),
+        };
+        match backend {
+            Backend::Iptables(_) if iptables.is_err() => iptables = works,
+            Backend::Iptables(_) => {}
+            Backend::Nft => nft = works,
+        }
+    }
+    drop(child);
+    (iptables, nft)
+}
+
 /// Injects `network_partition`: DROP rules in the target's netns for the stack subnet.
 pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultError> {
     let fault = format!("network_partition {}", spec.target);
@@ -531,6 +525,7 @@ pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn net() -> Vec<String> {
         vec!["172.18.0.0/16".to_string()]

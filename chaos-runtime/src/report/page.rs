@@ -169,7 +169,10 @@ fn cards(s: &mut String, j: &Journal) {
         s,
         "Lost writes",
         &lost.to_string(),
-        &format!("of {} acknowledged", m.acknowledged_writes),
+        &format!(
+            "of {} acknowledged, {} indeterminate",
+            m.acknowledged_writes, m.indeterminate_writes
+        ),
         if lost > 0 { "bad" } else { "good" },
     );
     let ok = tl.samples.iter().filter(|x| x.ok).count();
@@ -295,13 +298,14 @@ fn numbers(s: &mut String, j: &Journal) {
     let lost = tl.lost_writes.len();
     let _ = write!(
         s,
-        r#"<table class="kv"><tbody><tr><th>time to first error</th><td>{}</td></tr><tr><th>error window</th><td>{}</td></tr><tr><th>time to recover</th><td>{} <span class="muted">(budget {}, line at {})</span></td></tr><tr><th>acknowledged writes</th><td>{}</td></tr><tr><th>lost writes</th><td class="{}">{}</td></tr></tbody></table></div></section>"#,
+        r#"<table class="kv"><tbody><tr><th>time to first error</th><td>{}</td></tr><tr><th>error window</th><td>{}</td></tr><tr><th>time to recover</th><td>{} <span class="muted">(budget {}, line at {})</span></td></tr><tr><th>acknowledged writes</th><td>{}</td></tr><tr><th>indeterminate writes</th><td>{}</td></tr><tr><th>lost writes</th><td class="{}">{}</td></tr></tbody></table></div></section>"#,
         opt_dur(m.time_to_first_error_ms),
         opt_dur(m.error_window_ms),
         opt_dur(m.time_to_recover_ms),
         dur(budget),
         opt_dur(mo.budget_ms),
         m.acknowledged_writes,
+        m.indeterminate_writes,
         if lost > 0 { "bad" } else { "" },
         lost
     );

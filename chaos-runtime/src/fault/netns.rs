@@ -1,0 +1,129 @@
+//! A target's network namespace, held open from injection to heal.
+//!
+//! Faults that act inside a container's network stack (the partition's packet filter, netem's
+//! qdiscs) open `/proc/<pid>/ns/net` once, at injection, and run the host's tools in exactly
+//! that namespace (`setns(2)` between `fork` and `exec`, like `nsenter -n`). The heal uses the
+//! same handle, never a pid looked up again: a container that died (and whose pid the kernel
+//! recycled) cannot lead a `tc qdisc del` or an `iptables -D` into the host's namespace. The
+//! handle also refuses, at open, a namespace that is the runtime's own: a target sharing the
+//! host's network (`network_mode: host`) is not a target these faults may touch.
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+/// Bound on one command in the namespace (`iptables` waits up to 5 s for the xtables lock).
+const EXEC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The network namespace of a target.
+pub(crate) struct Netns {
+    fd: OwnedFd,
+    pub(crate) role: String,
+}
+
+/// What a command run in the namespace said.
+pub(crate) struct Ran {
+    pub(crate) ok: bool,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+/// Device and inode of a namespace file: its identity.
+fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
+    (meta.dev(), meta.ino())
+}
+
+impl Netns {
+    /// Opens the namespace of `pid`; an error when it is the runtime's own namespace.
+    pub(crate) fn open(pid: u32, role: &str) -> std::io::Result<Netns> {
+        let f = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+        let own = std::fs::metadata("/proc/self/ns/net")?;
+        if identity(&f.metadata()?) == identity(&own) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "pid {pid} ({role}) is in the runtime's own network namespace; \
+                     refusing to change the host's network"
+                ),
+            ));
+        }
+        Ok(Netns {
+            fd: f.into(),
+            role: role.to_string(),
+        })
+    }
+
+    /// Runs a host binary inside the namespace (the mount namespace stays the host's).
+    pub(crate) async fn run(
+        &self,
+        bin: &str,
+        args: &[String],
+        stdin: Option<&str>,
+    ) -> std::io::Result<Ran> {
+        use tokio::io::AsyncWriteExt;
+        let fd = self.fd.as_raw_fd();
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // SAFETY: between fork and exec the closure only makes the setns(2) system call, which
+        // is async-signal-safe; `fd` stays open in the child until exec (it is close-on-exec).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let mut child = cmd.spawn()?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input.as_bytes()).await?;
+            drop(pipe);
+        }
+        let out = tokio::time::timeout(EXEC_TIMEOUT, child.wait_with_output())
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("{bin} did not finish within 10 s"),
+                )
+            })??;
+        Ok(Ran {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+
+    /// Runs `args[0]` with the rest as arguments; its stdout, or `Err` with its stderr.
+    pub(crate) async fn exec(&self, args: &[&str]) -> Result<String, String> {
+        let (bin, rest) = args.split_first().ok_or("no command")?;
+        let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+        match self.run(bin, &rest, None).await {
+            Ok(r) if r.ok => Ok(r.stdout),
+            Ok(r) => Err(format!("`{}`: {}", args.join(" "), r.stderr)),
+            Err(e) => Err(format!("cannot run {bin}: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Netns;
+
+    #[test]
+    fn the_runtimes_own_namespace_is_refused() {
+        let e = Netns::open(std::process::id(), "self")
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("own network namespace"), "{e}");
+    }
+}
