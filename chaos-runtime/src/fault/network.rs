@@ -354,7 +354,7 @@ async fn stack_subnets(cx: &FaultCx, fault: &str) -> Result<Vec<String>, FaultEr
 }
 
 /// Which backends can hold a partition on this host, found the way `inject` finds one: each is
-/// tried in the same order with the same [`Netns`] calls (add, list, remove) in a throwaway
+/// tried in the same order with the same namespace calls (add, list, remove) in a throwaway
 /// network namespace (`unshare -n`), so nothing of the host or of a stack is touched. Returns
 /// `(the iptables backend that works, nft)`, each `Err(why not)`. `chaos doctor` reports this.
 pub async fn backends_here() -> (Result<String, String>, Result<String, String>) {
