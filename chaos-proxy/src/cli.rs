@@ -12,6 +12,7 @@ chaos-proxy: TCP fault proxy with a Toxiproxy-compatible HTTP API
 
 USAGE:
     chaos-proxy [--api ADDR] [--proxy NAME=LISTEN=UPSTREAM]... [--config FILE]
+    chaos-proxy reap --owner ID [--listen ADDR] [--socket PATH]
 
 OPTIONS:
     --api ADDR            API listen address [env CHAOS_PROXY_API, default 0.0.0.0:8474]
@@ -23,6 +24,10 @@ OPTIONS:
     -V, --version         version
 
 Prints `chaos-proxy ready` on stdout once the API and every listener are bound.
+
+`reap` is the reaper a test process starts: it holds one connection on ADDR [default
+0.0.0.0:7070] and, once that connection ends, removes every container, network and volume
+labelled chaos.owner=ID through the Docker socket PATH [default /var/run/docker.sock].
 ";
 
 /// What the command line asks for.
@@ -34,6 +39,41 @@ pub enum Command {
     Help,
     /// Print the version.
     Version,
+    /// Be a test process's reaper (see [`crate::reaper`]).
+    Reap {
+        /// The owner identity whose resources are removed.
+        owner: String,
+        /// Where the test process connects.
+        listen: String,
+        /// The Docker socket.
+        socket: String,
+    },
+}
+
+fn parse_reap(args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let (mut owner, mut listen, mut socket) = (
+        None,
+        "0.0.0.0:7070".to_string(),
+        "/var/run/docker.sock".to_string(),
+    );
+    let mut args = args;
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--owner" => owner = Some(value()?),
+            "--listen" => listen = value()?,
+            "--socket" => socket = value()?,
+            other => return Err(format!("unknown argument {other:?} of reap\n\n{USAGE}")),
+        }
+    }
+    let owner = owner
+        .filter(|o| !o.is_empty())
+        .ok_or("reap needs --owner ID")?;
+    Ok(Command::Reap {
+        owner,
+        listen,
+        socket,
+    })
 }
 
 /// Parses `NAME=LISTEN=UPSTREAM`.
@@ -64,7 +104,11 @@ pub fn parse_args(
             proxies.push(parse_proxy_spec(spec)?);
         }
     }
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
+    if args.peek().is_some_and(|a| a == "reap") {
+        args.next();
+        return parse_reap(args);
+    }
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
@@ -139,5 +183,14 @@ mod tests {
         assert!(parse_args(args(&["--proxy", "x=1"]), |_| None).is_err());
         assert!(parse_args(args(&["--api"]), |_| None).is_err());
         assert!(parse_args(args(&["--bogus"]), |_| None).is_err());
+        assert_eq!(
+            parse_args(args(&["reap", "--owner", "b/1/2/3"]), |_| None).unwrap(),
+            Command::Reap {
+                owner: "b/1/2/3".into(),
+                listen: "0.0.0.0:7070".into(),
+                socket: "/var/run/docker.sock".into(),
+            }
+        );
+        assert!(parse_args(args(&["reap"]), |_| None).is_err());
     }
 }

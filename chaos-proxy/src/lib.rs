@@ -139,6 +139,7 @@ mod cli;
 mod client;
 mod link;
 mod model;
+pub mod reaper;
 mod server;
 #[cfg(target_os = "linux")]
 mod splice;
@@ -165,6 +166,20 @@ pub fn main() {
         Ok(Command::Version) => {
             println!("chaos-proxy {}", env!("CARGO_PKG_VERSION"));
             return;
+        }
+        Ok(Command::Reap {
+            owner,
+            listen,
+            socket,
+        }) => {
+            let first_within = std::time::Duration::from_secs(60);
+            match reaper::serve(&owner, &listen, &socket, first_within) {
+                Ok(_) => std::process::exit(0),
+                Err(e) => {
+                    eprintln!("chaos-proxy reap: {e}");
+                    std::process::exit(1);
+                }
+            }
         }
         Err(e) => {
             eprintln!("chaos-proxy: {e}");

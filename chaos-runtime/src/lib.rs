@@ -35,6 +35,7 @@ pub mod invariant;
 pub mod journal;
 pub mod observe;
 pub mod progress;
+mod reaper;
 pub mod report;
 mod run;
 pub mod slots;

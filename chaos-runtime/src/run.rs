@@ -83,6 +83,7 @@ async fn run_async(
     let system = (spec.system)();
     let checked = check(spec, &system)?;
     let docker = docker::connect().await?;
+    crate::reaper::ensure(&docker).await;
     sweep_left_behind(&docker).await;
     let _slot = slots::acquire().await?;
     let id = run_id(spec);

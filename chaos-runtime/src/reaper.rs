@@ -1,0 +1,192 @@
+//! The reaper: whatever ends this process, its containers, networks and volumes go.
+//!
+//! The first run of a test process starts one small container (the base image with the
+//! `chaos-proxy` binary mounted, running `chaos-proxy reap`, the Docker socket mounted) and
+//! connects to it over a port published on 127.0.0.1. The process keeps that connection for
+//! its whole life and never writes to it. When the process ends — normally, by a panic, by
+//! SIGKILL, by the OOM killer — the kernel closes the socket, the reaper sees the end and
+//! removes every resource labelled with this process's owner identity (`chaos.owner`: boot id,
+//! pid namespace, pid, start time, unique across hosts and namespaces), then exits and is
+//! auto-removed. It acts from the daemon's side, so it also works when the daemon is shared
+//! by several CI jobs or remote (`DOCKER_HOST`): no pid is ever looked up on this host.
+//!
+//! Signals (SIGINT/SIGTERM) are still handled in-process first (heal, then teardown, see
+//! `interrupt`); the reaper is for what no handler can catch.
+use crate::image;
+use crate::progress;
+use crate::stack::{Owner, fixture_binary};
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use testcontainers::bollard::Docker;
+use testcontainers::bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use testcontainers::bollard::query_parameters::{
+    CreateContainerOptionsBuilder, InspectContainerOptions, StartContainerOptions,
+};
+
+/// The label of a reaper container; its value is the owner it reaps for.
+pub(crate) const LABEL_REAPER: &str = "chaos.reaper";
+const PORT: &str = "7070/tcp";
+
+/// The held connection: kept open for the process's life, closed by the kernel at its end.
+static HELD: OnceLock<std::net::TcpStream> = OnceLock::new();
+static STARTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Starts this process's reaper once; later calls return at once. A reaper that cannot start
+/// is reported in one line and the run goes on (the in-process signal handlers and the next
+/// run's sweep of provably dead owners still clean up): it never fails a test.
+pub(crate) async fn ensure(docker: &Docker) {
+    if HELD.get().is_some() || std::env::var_os("CHAOS_NO_REAPER").is_some_and(|v| v != "0") {
+        return;
+    }
+    let _one = STARTING.lock().await;
+    if HELD.get().is_some() {
+        return;
+    }
+    let started = Instant::now();
+    match start(docker).await {
+        Ok(stream) => {
+            let _ = HELD.set(stream);
+            progress::line(
+                "reaper",
+                &format!(
+                    "holding a connection to this process's reaper ({} ms): its resources go even if it is killed",
+                    started.elapsed().as_millis()
+                ),
+            );
+        }
+        Err(why) => progress::line(
+            "reaper",
+            &format!(
+                "no reaper ({why}); a SIGKILLed run is cleaned by the next run's sweep instead. \
+                 Fix: make the chaos-proxy binary and the Docker socket available, or set CHAOS_NO_REAPER=1 to silence this"
+            ),
+        ),
+    }
+}
+
+async fn start(docker: &Docker) -> Result<std::net::TcpStream, String> {
+    let tag = image::ensure(docker).await.map_err(|e| e.to_string())?;
+    let bin = fixture_binary("chaos-proxy", "CHAOS_PROXY_BIN").map_err(|e| e.to_string())?;
+    let owner = Owner::current().label();
+    let socket = docker_socket_on_daemon_host();
+    let body = ContainerCreateBody {
+        image: Some(tag),
+        cmd: Some(
+            [
+                "/usr/local/bin/chaos-proxy",
+                "reap",
+                "--owner",
+                &owner,
+                "--socket",
+                "/var/run/docker.sock",
+            ]
+            .map(str::to_string)
+            .to_vec(),
+        ),
+        labels: Some(HashMap::from([(LABEL_REAPER.to_string(), owner.clone())])),
+        exposed_ports: Some(vec![PORT.to_string()]),
+        host_config: Some(HostConfig {
+            auto_remove: Some(true),
+            binds: Some(vec![
+                format!("{}:/usr/local/bin/chaos-proxy:ro", bin.display()),
+                format!("{socket}:/var/run/docker.sock"),
+            ]),
+            port_bindings: Some(HashMap::from([(
+                PORT.to_string(),
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(String::new()),
+                }]),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let name = format!("chaos-reaper-{}", std::process::id());
+    let opts = CreateContainerOptionsBuilder::new().name(&name).build();
+    let created = docker
+        .create_container(Some(opts), body)
+        .await
+        .map_err(|e| format!("creating {name}: {e}"))?;
+    let cleanup = || async {
+        let _ = docker
+            .remove_container(
+                &created.id,
+                Some(
+                    testcontainers::bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+                        .force(true)
+                        .build(),
+                ),
+            )
+            .await;
+    };
+    if let Err(e) = docker
+        .start_container(&created.id, None::<StartContainerOptions>)
+        .await
+    {
+        cleanup().await;
+        return Err(format!("starting {name}: {e}"));
+    }
+    let info = docker
+        .inspect_container(&created.id, None::<InspectContainerOptions>)
+        .await
+        .map_err(|e| format!("inspecting {name}: {e}"))?;
+    let port = info
+        .network_settings
+        .and_then(|n| n.ports)
+        .and_then(|p| p.get(PORT).cloned().flatten())
+        .and_then(|b| b.into_iter().find_map(|b| b.host_port?.parse::<u16>().ok()));
+    let Some(port) = port else {
+        cleanup().await;
+        return Err(format!("{name} has no published port"));
+    };
+    // The reaper binds within milliseconds; bounded retries until it accepts and holds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let attempt = tokio::task::spawn_blocking(move || {
+            let s = std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_secs(1),
+            )?;
+            // A connection through the published port is accepted by Docker's proxy even before
+            // the reaper listens; a read that times out (instead of ending) means it is held.
+            s.set_read_timeout(Some(Duration::from_millis(300)))?;
+            let mut b = [0u8; 1];
+            match std::io::Read::read(&mut &s, &mut b) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    s.set_read_timeout(None)?;
+                    Ok(s)
+                }
+                _ => Err(std::io::Error::other("not accepted yet")),
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        match attempt {
+            Ok(s) => return Ok(s),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => {
+                cleanup().await;
+                return Err(format!("cannot connect to {name} on 127.0.0.1:{port}: {e}"));
+            }
+        }
+    }
+}
+
+/// The daemon's socket path as the daemon sees it (bind sources are the daemon host's paths):
+/// `unix://` DOCKER_HOST paths are used as they are, else the standard path (a remote daemon
+/// over TCP has its socket there too, as with testcontainers' Ryuk).
+fn docker_socket_on_daemon_host() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
+        .unwrap_or_else(|| "/var/run/docker.sock".into())
+}
