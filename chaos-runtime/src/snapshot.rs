@@ -115,12 +115,15 @@ fn snapshot_view(tl: &Timeline) -> std::borrow::Cow<'_, Timeline> {
         return Cow::Borrowed(tl);
     };
     let steady = start("steady").unwrap_or(f64::INFINITY);
+    // Our readiness probe and the workload race to see a restarted service back: when the probe
+    // is later, every failure before the steady window met the fault; hence the cap, not a filter.
     let lifted = tl
         .events
         .iter()
-        .filter(|e| FAULT_LIFTED_KINDS.contains(&e.kind.as_str()) && e.t_ms < steady)
+        .filter(|e| FAULT_LIFTED_KINDS.contains(&e.kind.as_str()) && e.t_ms >= heal)
         .map(|e| e.t_ms)
-        .fold(heal, f64::max);
+        .fold(heal, f64::max)
+        .min(steady);
     let met_fault = |ok: bool, t: f64| !ok && t >= heal && t < lifted;
     let late_heal = |e: &Event| HEAL_DONE_KINDS.contains(&e.kind.as_str()) && e.t_ms >= steady;
     if !tl.samples.iter().any(|s| met_fault(s.ok, s.t_ms)) && !tl.events.iter().any(late_heal) {
