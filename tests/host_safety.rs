@@ -113,8 +113,22 @@ fn faults_whose_target_dies_mid_fault_leave_the_host_as_it_was() {
         std::env::set_var(
             "CHAOS_REPORT_DIR",
             std::env::temp_dir().join("chaos-host-safety"),
-        )
-    };
+        );
+        // A reaper is a container with a published port (Docker rules of its own) that lives
+        // as long as this process: it would be in "after" only. The SIGKILL tests cover it.
+        std::env::set_var("CHAOS_NO_REAPER", "1");
+    }
+    // Reapers of test processes that just ended exit within seconds; wait for them (bounded)
+    // so that the host is recorded at rest.
+    let quiet = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < quiet
+        && std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", "label=chaos.reaper"])
+            .output()
+            .is_ok_and(|o| !o.stdout.is_empty())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let before = host_state();
     run(&SPEC, Box::new(|_run| Box::pin(async {})));
     let after = host_state();
