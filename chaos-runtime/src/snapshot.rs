@@ -124,6 +124,15 @@ fn snapshot_view(tl: &Timeline) -> std::borrow::Cow<'_, Timeline> {
         .map(|e| e.t_ms)
         .fold(heal, f64::max)
         .min(steady);
+    // A heal that restarts a container: until the steady window, clients meet a service that
+    // is still starting or their connections to the killed one (which of them fails first
+    // after our probe saw it back is timing); the budget measures how long that lasts.
+    let restarted = tl.events.iter().any(|e| {
+        e.t_ms >= heal
+            && e.t_ms < steady
+            && (e.kind == "container_restarted" || e.kind == "container_start")
+    });
+    let lifted = if restarted { steady } else { lifted };
     let met_fault = |ok: bool, t: f64| !ok && t >= heal && t < lifted;
     let late_heal = |e: &Event| HEAL_DONE_KINDS.contains(&e.kind.as_str()) && e.t_ms >= steady;
     if !tl.samples.iter().any(|s| met_fault(s.ok, s.t_ms)) && !tl.events.iter().any(late_heal) {

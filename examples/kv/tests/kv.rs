@@ -22,11 +22,13 @@ async fn acknowledged_keys_survive_the_store_being_killed(run: ChaosRun) {
 }
 
 // A frozen store accepts connections (the kernel does) but answers nothing: writes time out
-// instead of failing fast, and none of them is acknowledged.
+// instead of failing fast, and none of them is acknowledged. The pause (2 s) outlasts the
+// workload's 1 s request timeout, so a request that meets it times out: with a 1 s pause the
+// first requests could still be answered at 1.03 s, just past the freeze, on a loaded machine.
 #[chaos_test(
     fault = "pause",
     target = "store",
-    duration = "1s",
+    duration = "2s",
     recover_within = "3s"
 )]
 async fn writes_time_out_while_the_store_is_frozen(run: ChaosRun) {
