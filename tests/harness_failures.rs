@@ -16,12 +16,16 @@ fn private_report_dir() {
 }
 
 fn leftovers(run_id: &str) -> Vec<String> {
-    let label = format!("label=chaos.run={run_id}");
+    listed(&format!("label=chaos.run={run_id}"))
+}
+
+/// Containers, networks and volumes matching a `docker ... --filter`.
+fn listed(filter: &str) -> Vec<String> {
     let mut out = Vec::new();
     for args in [
-        vec!["ps", "-aq", "--filter", &label],
-        vec!["network", "ls", "-q", "--filter", &label],
-        vec!["volume", "ls", "-q", "--filter", &label],
+        vec!["ps", "-aq", "--filter", filter],
+        vec!["network", "ls", "-q", "--filter", filter],
+        vec!["volume", "ls", "-q", "--filter", filter],
     ] {
         let o = std::process::Command::new("docker")
             .args(&args)
@@ -287,25 +291,12 @@ fn victim_holding_its_fault(dir: &std::path::Path) -> std::process::Child {
 
 /// Containers, networks and volumes labelled with a process's pid, and its reaper.
 fn leftovers_of_pid(pid: u32) -> Vec<String> {
-    let label = format!("label=chaos.pid={pid}");
-    let reaper = format!("name=chaos-reaper-{pid}");
-    let mut out = Vec::new();
-    for args in [
-        vec!["ps", "-aq", "--filter", &label],
-        vec!["ps", "-aq", "--filter", &reaper],
-        vec!["network", "ls", "-q", "--filter", &label],
-        vec!["volume", "ls", "-q", "--filter", &label],
-    ] {
-        let o = std::process::Command::new("docker")
-            .args(&args)
-            .output()
-            .expect("docker CLI");
-        out.extend(
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .map(|l| format!("{}: {l}", args[0])),
-        );
-    }
+    let mut out = listed(&format!("label=chaos.pid={pid}"));
+    out.extend(
+        listed(&format!("name=chaos-reaper-{pid}"))
+            .into_iter()
+            .filter(|l| l.starts_with("ps")),
+    );
     out
 }
 
