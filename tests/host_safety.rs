@@ -37,7 +37,21 @@ fn host_state() -> BTreeMap<&'static str, Vec<String>> {
         "links",
         sh("ip", &["-o", "link", "show"])
             .into_iter()
-            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .map(|l| {
+                // `5: docker0: <NO-CARRIER,BROADCAST,MULTICAST,UP>`: whether a bridge has a
+                // carrier says only whether some container (of anyone) is attached to it right
+                // now, which Docker owns; the link and its other flags stay.
+                let mut f = l.split_whitespace().take(3).map(str::to_string);
+                let (idx, name) = (f.next().unwrap_or_default(), f.next().unwrap_or_default());
+                let flags = f.next().unwrap_or_default();
+                let flags = flags
+                    .trim_matches(|c| c == '<' || c == '>')
+                    .split(',')
+                    .filter(|x| !matches!(*x, "NO-CARRIER" | "LOWER_UP" | "M-DOWN"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                format!("{idx} {name} <{flags}>")
+            })
             .collect(),
     );
     state.insert("netns", sh("ip", &["netns", "list"]));
