@@ -41,3 +41,49 @@ pub async fn connect() -> Result<Docker, DockerError> {
         .map_err(|e| unreachable(e.to_string()))?;
     Ok(docker)
 }
+
+/// Set once a run of this process saw its daemon stop answering: heals that go through the
+/// Docker API cannot succeed then, so they give up after seconds instead of their usual bound.
+static LOST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a run of this process saw the daemon stop answering (and it has not answered since).
+pub(crate) fn seen_lost() -> bool {
+    LOST.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Resolves when the daemon stops answering: three pings in a row refused or unanswered within
+/// 3 s (a daemon that went away refuses at once, so this resolves ~1.5 s after it; a daemon
+/// that is merely busy answers a ping well within that). Returns what the last ping said.
+pub(crate) async fn lost(docker: &Docker) -> String {
+    let mut failed = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let why = match tokio::time::timeout(Duration::from_secs(3), docker.ping()).await {
+            Ok(Ok(_)) => {
+                failed = 0;
+                continue;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer to a ping within 3 s".to_string(),
+        };
+        failed += 1;
+        if failed >= 3 {
+            LOST.store(true, std::sync::atomic::Ordering::SeqCst);
+            return why;
+        }
+    }
+}
+
+/// Waits (bounded) for a daemon that stopped answering to answer again; a fresh client, since
+/// a restarted daemon is a new socket. `None` if it did not within `within`.
+pub(crate) async fn back(within: Duration) -> Option<(Docker, Duration)> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        if let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(3), connect()).await {
+            LOST.store(false, std::sync::atomic::Ordering::SeqCst);
+            return Some((d, start.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    None
+}

@@ -16,7 +16,6 @@ use crate::image;
 use crate::progress;
 use crate::stack::{Owner, fixture_binary};
 use std::collections::HashMap;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use testcontainers::bollard::Docker;
 use testcontainers::bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
@@ -29,24 +28,44 @@ pub(crate) const LABEL_REAPER: &str = "chaos.reaper";
 const PORT: &str = "7070/tcp";
 
 /// The held connection: kept open for the process's life, closed by the kernel at its end.
-static HELD: OnceLock<std::net::TcpStream> = OnceLock::new();
+static HELD: std::sync::Mutex<Option<std::net::TcpStream>> = std::sync::Mutex::new(None);
 static STARTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Starts this process's reaper once; later calls return at once. A reaper that cannot start
-/// is reported in one line and the run goes on (the in-process signal handlers and the next
-/// run's sweep of provably dead owners still clean up): it never fails a test.
+/// Whether this process holds a connection to a reaper that is still there. The reaper never
+/// writes: a live one leaves nothing to read; an end of stream or a reset means it is gone
+/// (its daemon restarted, someone removed it).
+fn holding() -> bool {
+    let held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    held.as_ref().is_some_and(|s| {
+        let _ = s.set_nonblocking(true);
+        matches!(s.peek(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    })
+}
+
+/// Starts this process's reaper once, and again if it went away (a daemon restart takes it
+/// down); otherwise returns at once. A reaper that cannot start is reported in one line and
+/// the run goes on (the in-process signal handlers and the next run's sweep of provably dead
+/// owners still clean up): it never fails a test.
 pub(crate) async fn ensure(docker: &Docker) {
-    if HELD.get().is_some() || std::env::var_os("CHAOS_NO_REAPER").is_some_and(|v| v != "0") {
+    if std::env::var_os("CHAOS_NO_REAPER").is_some_and(|v| v != "0") || holding() {
         return;
     }
     let _one = STARTING.lock().await;
-    if HELD.get().is_some() {
+    if holding() {
         return;
+    }
+    if HELD
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .is_some()
+    {
+        progress::line("reaper", "this process's reaper is gone; starting another");
     }
     let started = Instant::now();
     match start(docker).await {
         Ok(stream) => {
-            let _ = HELD.set(stream);
+            *HELD.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
             progress::line(
                 "reaper",
                 &format!(

@@ -39,7 +39,8 @@ pub fn run_test(spec: &'static Spec, body: Body) {
         Ok(r) => r,
         Err(signo) => rt.block_on(guard.clean_up_and_exit(signo)),
     };
-    drop(guard);
+    // What the guard still holds (a stack's container handles) is dropped in the runtime.
+    rt.block_on(async move { drop(guard) });
     rt.shutdown_timeout(Duration::from_secs(5));
     match outcome {
         Ok(()) => {}
@@ -70,6 +71,8 @@ struct Checked {
     plan: Plan,
     workload: Arc<dyn Workload>,
     steady: SteadyState,
+    /// How the run is observed (eBPF, or the fallbacks).
+    mode: ObserverMode,
 }
 
 async fn run_async(
@@ -81,7 +84,7 @@ async fn run_async(
     let mode = observer_mode(spec)?;
     needs(spec, mode)?;
     let system = (spec.system)();
-    let checked = check(spec, &system)?;
+    let checked = check(spec, &system, mode)?;
     let docker = docker::connect().await?;
     crate::reaper::ensure(&docker).await;
     sweep_left_behind(&docker).await;
@@ -97,17 +100,46 @@ async fn run_async(
         progress::phases::STACK_STARTING,
         &describe_faults(spec.faults),
     );
-    let stack = Arc::new(Stack::start(&docker, &system, &checked.plan, &id).await?);
+    // From here on every step talks to the daemon: one that stops answering ends the run with
+    // that said, within seconds, instead of each step timing out on its own.
+    let held = active.clone();
+    tokio::select! {
+        r = staged(spec, body, &system, checked, &docker, &id, active) => r,
+        what = async {
+            // Said before the dropped pipeline's heals run (they give up within seconds now).
+            let what = format!(
+                "{}: the Docker daemon at {} stopped answering mid-run ({}); the run cannot be \
+                 judged (a daemon that stops takes the stack's containers down with it)",
+                spec.name,
+                docker::endpoint(),
+                docker::lost(&docker).await
+            );
+            progress::line("run", &what);
+            what
+        } => Err(daemon_lost(&id, what, held).await),
+    }
+}
+
+/// The run once its slot is held: stack, experiment, verdict.
+async fn staged(
+    spec: &'static Spec,
+    body: Body,
+    system: &System,
+    checked: Checked,
+    docker: &testcontainers::bollard::Docker,
+    id: &str,
+    active: Arc<std::sync::Mutex<Option<Arc<Stack>>>>,
+) -> Result<(), Failure> {
+    let stack = Arc::new(Stack::start(docker, system, &checked.plan, id).await?);
     *active.lock().unwrap_or_else(|e| e.into_inner()) = Some(stack.clone());
     progress::phase(spec.name, progress::phases::BASELINE, "stack ready");
 
     let result = AssertUnwindSafe(experiment(
         spec,
-        &system,
+        system,
         &checked,
         stack.clone(),
         docker.clone(),
-        mode,
     ))
     .catch_unwind()
     .await;
@@ -126,8 +158,42 @@ async fn run_async(
     verdict(spec, timeline, acked, stack, invariants, body).await
 }
 
+/// The daemon stopped answering mid-run (said already, as `what`): wait (bounded) for it to
+/// come back and remove what the run left; otherwise name what is left and what removes it.
+async fn daemon_lost(
+    id: &str,
+    what: String,
+    active: Arc<std::sync::Mutex<Option<Arc<Stack>>>>,
+) -> Failure {
+    // The stack (its container handles) is let go here, in the runtime, not after it.
+    let stack = active.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let wait = Duration::from_secs(20);
+    let after = match docker::back(wait).await {
+        Some((docker, took)) => {
+            let torn = stack.is_some();
+            if let Some(s) = stack {
+                s.teardown().await;
+            }
+            let n = crate::stack::remove_run(&docker, id).await;
+            format!(
+                "it answered again {:.1} s later; removed what run {id} had left ({}{n} \
+                 resources found by its label)",
+                took.as_secs_f64(),
+                if torn { "its stack, then " } else { "" }
+            )
+        }
+        None => format!(
+            "it has not answered for {} s more. Fix: start it again (`systemctl start docker`, \
+             or `dockerd &`); then the next chaos run's sweep, or `cargo chaos clean`, removes \
+             what run {id} left (label chaos.run={id})",
+            wait.as_secs()
+        ),
+    };
+    Failure::Message(format!("{what}; {after}"))
+}
+
 /// Check: the test's roles, workload and fault/target pairs against the system.
-fn check(spec: &Spec, system: &System) -> Result<Checked, SystemError> {
+fn check(spec: &Spec, system: &System, mode: ObserverMode) -> Result<Checked, SystemError> {
     system.validate()?;
     let mut plan = Plan::default();
     for f in spec.faults {
@@ -173,6 +239,7 @@ fn check(spec: &Spec, system: &System) -> Result<Checked, SystemError> {
         plan,
         workload,
         steady,
+        mode,
     })
 }
 
@@ -263,10 +330,9 @@ async fn experiment(
     checked: &Checked,
     stack: Arc<Stack>,
     docker: testcontainers::bollard::Docker,
-    mode: ObserverMode,
 ) -> Result<(Timeline, Vec<Ack>), Failure> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Observation>();
-    let observers = start_observers(&stack, docker, mode, tx.clone()).await?;
+    let observers = start_observers(&stack, docker, checked.mode, tx.clone()).await?;
     let clock = Clock { t0: mono_ns() };
     let started_unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -194,7 +194,9 @@ impl Drop for FaultGuard {
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 // Multi-thread runtime: block this worker while healing, as testcontainers does.
                 tokio::task::block_in_place(|| {
-                    let _ = handle.block_on(h.heal(cx, Duration::from_secs(30)));
+                    // A daemon that stopped answering cannot take an API heal: seconds, not 30.
+                    let bound = if crate::docker::seen_lost() { 5 } else { 30 };
+                    let _ = handle.block_on(h.heal(cx, Duration::from_secs(bound)));
                 });
             }
         }
