@@ -11,7 +11,13 @@
 //! the phase it aims at in the child's progress file, sends the signal, waits for the exit and
 //! counts the child's containers, networks and volumes (by its `chaos.pid` label) and its reaper,
 //! and compares the host's packet-filter rules and qdiscs before and after the whole harness.
-//! The table goes to stdout and to `target/chaos/reliability.md`.
+//! The table goes to stdout and to `target/chaos/reliability.md`. A kill 0-900 ms into the
+//! `recovered` phase lands in the report (journal, HTML page), the test body or the stack's
+//! removal (the last phase, `verdict`, comes after that: too late to interrupt anything).
+//!
+//! [`daemon_restart`] stops the host's Docker daemon while a fault holds and starts it again: it
+//! restarts the daemon every container on this host depends on, so it runs only when asked
+//! (`CHAOS_RESTART_DOCKER=1`), as root, on a machine of one's own.
 use chaos_runtime::__private::{FaultSpec, Spec, SteadySpec, run};
 use std::time::{Duration, Instant};
 
@@ -128,8 +134,11 @@ fn harness() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut rows = Vec::new();
     for i in 0..runs {
-        let (sig, sig_name) = SIGNALS[i % SIGNALS.len()];
-        let phase = PHASES[(i / SIGNALS.len()) % PHASES.len()];
+        // Any 5 runs in a row cover every phase, any 6 every signal too; 15 cover every
+        // (phase, signal) pair, 30 every (phase, fault kind) pair (5 and 6 are coprime).
+        let c = i % (PHASES.len() * SIGNALS.len());
+        let phase = PHASES[c % PHASES.len()];
+        let (sig, sig_name) = SIGNALS[(c + 2 * (c / PHASES.len())) % SIGNALS.len()];
         let kind = KINDS[i % KINDS.len()];
         let progress = dir.join(format!("progress-{i}.jsonl"));
         let mut child = std::process::Command::new(std::env::current_exe().expect("this binary"))
@@ -221,4 +230,126 @@ fn harness() {
 /// 0-900 ms into the phase, spread deterministically over the runs.
 fn fastrand_ms(i: usize) -> u64 {
     ((i as u64).wrapping_mul(2_654_435_761) % 10) * 100
+}
+
+/// The Docker daemon stops while a fault holds and comes back a few seconds later: the run
+/// says so within seconds, ends non-zero, and nothing of it is left once the daemon is back.
+#[test]
+#[ignore = "restarts the host's Docker daemon: CHAOS_RESTART_DOCKER=1 cargo test --test reliability -- --ignored --nocapture daemon_restart"]
+fn daemon_restart() {
+    assert!(
+        std::env::var_os("CHAOS_RESTART_DOCKER").is_some(),
+        "this test stops and starts the host's Docker daemon: set CHAOS_RESTART_DOCKER=1 to allow it"
+    );
+    let dir = std::env::temp_dir().join(format!("chaos-daemon-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let progress = dir.join("progress.jsonl");
+    let stderr = dir.join("stderr.txt");
+    let mut child = std::process::Command::new(std::env::current_exe().expect("this binary"))
+        .args(["--ignored", "--exact", "victim", "--nocapture"])
+        .env("CHAOS_VICTIM_FAULT", "pause")
+        .env("CHAOS_PROGRESS_FILE", &progress)
+        .env("CHAOS_REPORT_DIR", &dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).expect("file"))
+        .spawn()
+        .expect("spawn the victim");
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&progress).is_ok_and(|p| p.contains("fault_injected")) {
+        assert!(
+            Instant::now() < deadline,
+            "the victim never injected its fault"
+        );
+        assert!(
+            child.try_wait().expect("poll").is_none(),
+            "the victim ended early"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dockerd = lines("pidof", &["dockerd"]);
+    let dockerd: i32 = dockerd
+        .first()
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("a dockerd process on this host");
+    let stopped = Instant::now();
+    // SAFETY: kill(2) with a pid just read; SIGTERM is dockerd's orderly shutdown.
+    unsafe { libc::kill(dockerd, libc::SIGTERM) };
+    let said = "stopped answering mid-run";
+    let mut said_after = None;
+    let mut gone_after = None;
+    while Instant::now() < stopped + Duration::from_secs(60) {
+        if gone_after.is_none() && !std::path::Path::new(&format!("/proc/{dockerd}")).exists() {
+            gone_after = Some(stopped.elapsed());
+        }
+        if said_after.is_none() && std::fs::read_to_string(&stderr).is_ok_and(|e| e.contains(said))
+        {
+            said_after = Some(stopped.elapsed());
+        }
+        if gone_after.is_some() && said_after.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Back again, detached from this process.
+    let log = std::fs::File::create(dir.join("dockerd.log")).expect("file");
+    let started = std::process::Command::new("setsid")
+        .args(["-f", "/usr/sbin/dockerd"])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .status()
+        .expect("start dockerd again");
+    assert!(started.success(), "setsid -f dockerd: {started}");
+    let restarted = Instant::now();
+    while !std::process::Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(60),
+            "dockerd did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let back_after = stopped.elapsed();
+    let until = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("poll") {
+            break Some(s);
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let ended_after = stopped.elapsed();
+    let right_after = left(pid);
+    std::thread::sleep(Duration::from_secs(10));
+    let after_10s = left(pid);
+    let err = std::fs::read_to_string(&stderr).unwrap_or_default();
+    let line = err.lines().find(|l| l.contains(said)).unwrap_or("(none)");
+    println!(
+        "daemon stopped; dockerd gone after {gone_after:?}, the run said so after {said_after:?}, \
+         daemon back after {back_after:.1?}, the run ended after {ended_after:.1?} ({status:?}); \
+         left right after {right_after:?}, 10 s after {after_10s:?} [containers, networks, \
+         volumes, reaper]\nthe line: {line}\nthe run's last lines:\n{}",
+        err.lines()
+            .filter(|l| !l.starts_with(' '))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        said_after.is_some_and(|d| d < Duration::from_secs(15)),
+        "the run did not say the daemon was gone within 15 s:\n{err}"
+    );
+    assert!(
+        status.is_some_and(|s| s.code() == Some(101)),
+        "the run must end as a failed test (exit 101, not a hang or an abort): {status:?}\n{err}"
+    );
+    assert_eq!(after_10s, [0; 4], "left behind:\n{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
