@@ -25,8 +25,9 @@ pub enum Command {
     /// Run the experiments one test target after the other, with live progress and a summary.
     ///
     /// Experiments are the integration tests that use `#[chaos_test]` or `Experiment::new`,
-    /// found through `cargo test --no-run` and each test binary's `--list`. Each target runs
-    /// through `cargo test -p <package> --test <target>`. Exits non-zero when any fails.
+    /// found through `cargo test --no-run` and each test binary's `--list`. Each target's test
+    /// binary then runs as `cargo test` would run it (in its package directory, no second
+    /// build). Exits non-zero when any fails.
     Run(RunArgs),
     /// List the experiments, their tests, declared faults and each test's last verdict.
     List(ListArgs),

@@ -1,5 +1,5 @@
-//! `chaos run`: the experiments found by `discover`, each target through `cargo test -p
-//! <package> --test <target>`, one after the other, with the live display of `ui` (fed by the
+//! `chaos run`: the experiments found by `discover`, each target's test binary (the one
+//! `cargo test --no-run` just built) run directly, as cargo would run it, one after the other, with the live display of `ui` (fed by the
 //! runtime's JSON-lines progress file, `CHAOS_PROGRESS_FILE`, and libtest's result lines),
 //! then a summary table, the report index, and on request JUnit XML and JSON.
 use crate::cli::RunArgs;
@@ -47,22 +47,17 @@ pub fn select(
     Ok((by_test, Some(f.to_string())))
 }
 
-/// The `cargo test` arguments for one target.
-pub fn cargo_args(
-    package: &str,
-    target: &str,
-    harness_filter: Option<&str>,
-    test_args: &[String],
-) -> Vec<String> {
-    let mut v: Vec<String> = ["test", "-p", package, "--test", target]
-        .map(String::from)
-        .to_vec();
-    if harness_filter.is_some() || !test_args.is_empty() {
-        v.push("--".into());
-        v.extend(harness_filter.map(str::to_string));
-        v.extend(test_args.iter().cloned());
-    }
-    v
+/// The arguments for one target's test binary: libtest's filter, then the user's test args.
+///
+/// The binary runs directly rather than through a second `cargo test -p P --test T`: a
+/// narrower cargo invocation than discovery's resolves the dev-dependencies' features
+/// differently and rebuilds much of the tree (minutes on a small machine), as nextest knows.
+pub fn harness_args(harness_filter: Option<&str>, test_args: &[String]) -> Vec<String> {
+    harness_filter
+        .map(str::to_string)
+        .into_iter()
+        .chain(test_args.iter().cloned())
+        .collect()
 }
 
 /// The tests of `t` that this run should see run (libtest's substring filters, ignored rules).
@@ -225,23 +220,22 @@ pub fn run(
             .collect(),
     };
     ui.start_suite(suite.expected_s.len() as u64);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut failed_targets = 0;
     let total = plan.len();
     for (i, (t, expected)) in plan.iter().enumerate() {
-        let cargs = cargo_args(
-            &t.binary.package,
-            &t.binary.target,
-            harness_filter,
-            &args.test_args,
-        );
+        let hargs = harness_args(harness_filter, &args.test_args);
+        let exe = t.binary.executable.display().to_string();
+        let shown = std::iter::once(display_path(&t.binary.executable, root))
+            .chain(hargs.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
         ui.line(&format!(
             "{} {}",
             style(format!("[{}/{total}] {}", i + 1, t.binary.target)).bold(),
-            style(format!("· cargo {}", cargs.join(" "))).dim()
+            style(format!("· {shown}")).dim()
         ));
-        let r = match run_one(root, dir, &cargo, &cargs, t, expected, args, ui, &mut suite) {
+        let r = match run_one(root, dir, &exe, &hargs, t, expected, args, ui, &mut suite) {
             Ok(r) => r,
             Err(e) => {
                 ui.finish();
@@ -304,8 +298,8 @@ pub fn run(
 fn run_one(
     root: &Path,
     dir: &Path,
-    cargo: &str,
-    cargs: &[String],
+    exe: &str,
+    hargs: &[String],
     t: &Target,
     expected: &[String],
     args: &RunArgs,
@@ -325,11 +319,13 @@ fn run_one(
     let mut log = std::fs::File::create(&log_path)
         .map_err(|e| format!("cannot write {}: {e}", log_path.display()))?;
 
-    let mut cmd = crate::discover::cargo_command();
-    cmd.args(cargs)
-        .current_dir(root)
+    // As `cargo test` runs a test binary: in its package's directory, with its manifest dir.
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(hargs)
+        .current_dir(&t.binary.package_dir)
+        .env("CARGO_MANIFEST_DIR", &t.binary.package_dir)
+        .env("CARGO_PKG_NAME", &t.binary.package)
         .env(rt::PROGRESS_FILE_ENV, &progress_file)
-        .env("CARGO_TERM_COLOR", "never")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -339,9 +335,11 @@ fn run_one(
     if let Some(o) = args.observer {
         cmd.env("CHAOS_OBSERVER", o.as_str());
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run {cargo}: {e}. Fix: put cargo on PATH"))?;
+    let mut child = cmd.spawn().map_err(|e| {
+        format!(
+            "cannot run the test binary {exe}: {e}. Fix: build it again (`cargo test --no-run`)"
+        )
+    })?;
     let (tx, rx) = mpsc::channel::<Msg>();
     let mut readers = Vec::new();
     if let Some(s) = child.stdout.take() {
@@ -936,24 +934,13 @@ mod tests {
     }
 
     #[test]
-    fn cargo_is_asked_for_one_test_target() {
+    fn the_test_binary_gets_the_filter_then_the_test_args() {
+        assert!(harness_args(None, &[]).is_empty());
         assert_eq!(
-            cargo_args("chaos-suite", "01_x", None, &[]),
-            ["test", "-p", "chaos-suite", "--test", "01_x"]
+            harness_args(Some("ledger"), &["--nocapture".into()]),
+            ["ledger", "--nocapture"]
         );
-        assert_eq!(
-            cargo_args("p", "01_x", Some("ledger"), &["--nocapture".into()]),
-            [
-                "test",
-                "-p",
-                "p",
-                "--test",
-                "01_x",
-                "--",
-                "ledger",
-                "--nocapture"
-            ]
-        );
+        assert_eq!(harness_args(None, &["--ignored".into()]), ["--ignored"]);
     }
 
     #[test]
