@@ -437,6 +437,79 @@ fn a_test_that_needs_ebpf_says_so_where_it_cannot_load() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+#[ignore = "run without privileges by a_fault_that_needs_root_says_so_before_any_resource"]
+fn needs_root() {
+    static SPEC: Spec = Spec {
+        name: "harness_failures::needs_root",
+        fn_name: "needs_root",
+        file: file!(),
+        manifest_dir: env!("CARGO_MANIFEST_DIR"),
+        faults: &[FaultSpec {
+            kind: "network_partition",
+            target: "postgres",
+            after_ms: 0,
+            duration_ms: 500,
+            params: &[],
+        }],
+        recover_within_ms: 10_000,
+        observer: None,
+        workload: None,
+        snapshot: false,
+        system: chaos_trading::system,
+        steady: SteadySpec::NONE,
+    };
+    run(&SPEC, Box::new(|_run| Box::pin(async {})));
+}
+
+/// An ordinary user (here: nobody, not even in the docker group) asking for a partition, whose
+/// rules go into the target's network namespace: the test fails at once, before it connects to
+/// Docker or starts anything, naming what needs root, the fix and what works without it.
+#[test]
+fn a_fault_that_needs_root_says_so_before_any_resource() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test drops root to get an ordinary user; run the suite as root");
+    }
+    let dir = std::env::temp_dir().join(format!("chaos-no-root-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod");
+    let started = std::time::Instant::now();
+    let out = dir.join("out.txt");
+    let child = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(std::env::current_exe().expect("this test binary"))
+        .args(["--ignored", "--exact", "needs_root", "--nocapture"])
+        .env("CHAOS_REPORT_DIR", &dir)
+        .env_remove("CHAOS_LATENCY")
+        .stdout(std::fs::File::create(&out).expect("output file"))
+        .stderr(std::fs::File::create(dir.join("err.txt")).expect("stderr file"))
+        .spawn()
+        .expect("setpriv (util-linux) runs the test binary unprivileged");
+    let status = wait_bounded(child, Duration::from_secs(30));
+    let text = std::fs::read_to_string(&out).unwrap_or_default()
+        + &std::fs::read_to_string(dir.join("err.txt")).unwrap_or_default();
+    eprintln!("{text}\n(failed after {:?})", started.elapsed());
+    assert!(
+        !status.success(),
+        "a partition passed without root:\n{text}"
+    );
+    assert!(
+        text.contains("injects network_partition into postgres, which needs root")
+            && text.contains("runs as uid 65534")
+            && text.contains("Fix: run this test as root")
+            && text.contains("kill, stop, pause, latency"),
+        "not the one-line reason with its fix:\n{text}"
+    );
+    // Before any resource: not even a connection to Docker (nobody has none) or a reaper.
+    assert!(
+        !text.contains("[chaos reaper]") && !text.contains("[chaos stack]"),
+        "something was started first:\n{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Waits for a child at most `limit`, killing it (and failing) past that.
 fn wait_bounded(mut child: std::process::Child, limit: Duration) -> std::process::ExitStatus {
     let until = std::time::Instant::now() + limit;

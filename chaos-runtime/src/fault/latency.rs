@@ -34,6 +34,11 @@ pub const DEFAULT_LATENCY_MS: u64 = 100;
 /// The ifb device netem uses for ingress delay, inside the target's namespace.
 const IFB: &str = "chaos-ifb0";
 
+/// Whether `CHAOS_LATENCY` asks for netem and nothing else.
+pub(crate) fn forced_netem() -> bool {
+    std::env::var(ENV).is_ok_and(|v| Mechanism::parse(&v) == Some(Mechanism::Netem))
+}
+
 /// Which mechanism to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mechanism {

@@ -19,6 +19,25 @@ pub(crate) mod netns;
 pub mod network;
 pub mod pool;
 
+/// What a fault kind does from this process that only root can do on the Docker host, if
+/// anything; `None` for the kinds that work through the Docker API, the fault proxy or a
+/// command run in the container (and degrade, where a host file is refused, to a mechanism
+/// that needs no privilege: `disk_io` to an I/O hog). Checked before any resource exists.
+pub fn needs_root(kind: &str) -> Option<&'static str> {
+    match kind {
+        "network_partition" => Some(
+            "it adds DROP rules with iptables/nft inside the target's network namespace \
+             (entered with setns, which needs CAP_SYS_ADMIN and CAP_NET_ADMIN)",
+        ),
+        "latency" if latency::forced_netem() => Some(
+            "CHAOS_LATENCY=netem sets a netem qdisc inside the target's network namespace \
+             (setns and tc, which need CAP_SYS_ADMIN and CAP_NET_ADMIN); unset it to use the \
+             fault proxy, which needs nothing",
+        ),
+        _ => None,
+    }
+}
+
 /// Why a fault could not be injected or healed.
 #[derive(Debug, thiserror::Error)]
 pub enum FaultError {
