@@ -5,69 +5,7 @@
 //! be the same. One test in its own binary, so no other run of this process changes the host
 //! meanwhile (Docker's own rules for published ports come and go with every stack).
 use chaos_runtime::__private::{FaultSpec, Spec, SteadySpec, run};
-use std::collections::BTreeMap;
-
-/// One line per rule, qdisc, link, namespace, mount; counters and timestamps left out.
-fn host_state() -> BTreeMap<&'static str, Vec<String>> {
-    let sh = |cmd: &str, args: &[&str]| -> Vec<String> {
-        match std::process::Command::new(cmd).args(args).output() {
-            Ok(o) => String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .map(str::to_string)
-                .collect(),
-            Err(e) => vec![format!("cannot run {cmd}: {e}")],
-        }
-    };
-    let mut state = BTreeMap::new();
-    state.insert(
-        "iptables",
-        sh("iptables-save", &[])
-            .into_iter()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| match l.find(" [") {
-                // `:INPUT ACCEPT [12:3456]`: the policy stays, the counters go.
-                Some(i) if l.starts_with(':') => l[..i].to_string(),
-                _ => l,
-            })
-            .collect(),
-    );
-    state.insert("nft", sh("nft", &["-s", "list", "ruleset"]));
-    state.insert("qdiscs", sh("tc", &["qdisc", "show"]));
-    state.insert(
-        "links",
-        sh("ip", &["-o", "link", "show"])
-            .into_iter()
-            .map(|l| {
-                // `5: docker0: <NO-CARRIER,BROADCAST,MULTICAST,UP>`: whether a bridge has a
-                // carrier says only whether some container (of anyone) is attached to it right
-                // now, which Docker owns; the link and its other flags stay.
-                let mut f = l.split_whitespace().take(3).map(str::to_string);
-                let (idx, name) = (f.next().unwrap_or_default(), f.next().unwrap_or_default());
-                let flags = f.next().unwrap_or_default();
-                let flags = flags
-                    .trim_matches(|c| c == '<' || c == '>')
-                    .split(',')
-                    .filter(|x| !matches!(*x, "NO-CARRIER" | "LOWER_UP" | "M-DOWN"))
-                    .collect::<Vec<_>>()
-                    .join(",");
-                format!("{idx} {name} <{flags}>")
-            })
-            .collect(),
-    );
-    state.insert("netns", sh("ip", &["netns", "list"]));
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<String> = mounts
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let sep = f.iter().position(|x| *x == "-")?;
-            Some(format!("{} {}", f.get(4)?, f.get(sep + 1)?))
-        })
-        .collect();
-    points.sort();
-    state.insert("mounts", points);
-    state
-}
+mod common;
 
 #[test]
 fn faults_whose_target_dies_mid_fault_leave_the_host_as_it_was() {
@@ -134,33 +72,11 @@ fn faults_whose_target_dies_mid_fault_leave_the_host_as_it_was() {
     }
     // Reapers of test processes that just ended exit within seconds; wait for them (bounded)
     // so that the host is recorded at rest.
-    let quiet = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::time::Instant::now() < quiet
-        && std::process::Command::new("docker")
-            .args(["ps", "-aq", "--filter", "label=chaos.reaper"])
-            .output()
-            .is_ok_and(|o| !o.stdout.is_empty())
-    {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let before = host_state();
+    common::wait_for_reapers();
+    let before = common::host_state();
     run(&SPEC, Box::new(|_run| Box::pin(async {})));
-    let after = host_state();
-    let mut diff = Vec::new();
-    for (what, lines) in &before {
-        let now = &after[what];
-        diff.extend(
-            lines
-                .iter()
-                .filter(|l| !now.contains(l))
-                .map(|l| format!("{what} - {l}")),
-        );
-        diff.extend(
-            now.iter()
-                .filter(|l| !lines.contains(l))
-                .map(|l| format!("{what} + {l}")),
-        );
-    }
+    let after = common::host_state();
+    let diff = common::host_diff(&before, &after);
     let compared: usize = before.values().map(Vec::len).sum();
     eprintln!(
         "host state: {compared} lines compared ({}), {} differ",

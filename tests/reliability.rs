@@ -18,6 +18,8 @@
 //! [`daemon_restart`] stops the host's Docker daemon while a fault holds and starts it again: it
 //! restarts the daemon every container on this host depends on, so it runs only when asked
 //! (`CHAOS_RESTART_DOCKER=1`), as root, on a machine of one's own.
+mod common;
+
 use chaos_runtime::__private::{FaultSpec, Spec, SteadySpec, run};
 use std::time::{Duration, Instant};
 
@@ -107,21 +109,6 @@ fn left(pid: u32) -> [usize; 4] {
     ]
 }
 
-/// The host's rules and qdiscs, counters left out.
-fn host() -> Vec<String> {
-    let mut v: Vec<String> = lines("iptables-save", &[])
-        .into_iter()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| match l.find(" [") {
-            Some(i) if l.starts_with(':') => l[..i].to_string(),
-            _ => l,
-        })
-        .collect();
-    v.extend(lines("nft", &["-s", "list", "ruleset"]));
-    v.extend(lines("tc", &["qdisc", "show"]));
-    v
-}
-
 #[test]
 #[ignore = "by hand: CHAOS_RELIABILITY_RUNS=60 cargo test --test reliability -- --ignored harness"]
 fn harness() {
@@ -129,7 +116,9 @@ fn harness() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(15);
-    let host_before = host();
+    // Reapers of processes that just ended (an earlier test binary's) go within seconds.
+    common::wait_for_reapers();
+    let host_before = common::host_state();
     let dir = std::env::temp_dir().join(format!("chaos-reliability-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut rows = Vec::new();
@@ -192,12 +181,8 @@ fn harness() {
         eprintln!("{row}");
         rows.push((row, after_10s));
     }
-    let host_after = host();
-    let host_diff: Vec<&String> = host_before
-        .iter()
-        .filter(|l| !host_after.contains(l))
-        .chain(host_after.iter().filter(|l| !host_before.contains(l)))
-        .collect();
+    let host_after = common::host_state();
+    let host_diff = common::host_diff(&host_before, &host_after);
     let mut table = String::from(
         "| # | signal | phase | fault | exit | left right after [containers, networks, volumes, reaper] | left 10 s after |\n|---|---|---|---|---|---|---|\n",
     );
@@ -206,8 +191,8 @@ fn harness() {
         table.push('\n');
     }
     table.push_str(&format!(
-        "\nhost rules and qdiscs: {} lines before, {} differ after\n",
-        host_before.len(),
+        "\nhost rules, qdiscs, links, namespaces, mounts: {} lines before, {} differ after\n",
+        host_before.values().map(Vec::len).sum::<usize>(),
         host_diff.len()
     ));
     println!("{table}");
