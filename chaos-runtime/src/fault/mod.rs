@@ -21,10 +21,15 @@ pub mod pool;
 
 /// What a fault kind does from this process that only root can do on the Docker host, if
 /// anything; `None` for the kinds that work through the Docker API, the fault proxy or a
-/// command run in the container (and degrade, where a host file is refused, to a mechanism
-/// that needs no privilege: `disk_io` to an I/O hog). Checked before any resource exists.
+/// command run in the container. Checked before any resource exists. (`disk_io` falls back to
+/// an I/O hog where a host has no throttle to write; refused for lack of root it would be a
+/// different fault with a different verdict, so it is named here instead.)
 pub fn needs_root(kind: &str) -> Option<&'static str> {
     match kind {
+        "disk_io" => Some(
+            "it writes the write throttle into the target's blkio/io cgroup files on the host, \
+             which only root may write",
+        ),
         "network_partition" => Some(
             "it adds DROP rules with iptables/nft inside the target's network namespace \
              (entered with setns, which needs CAP_SYS_ADMIN and CAP_NET_ADMIN)",
@@ -218,6 +223,22 @@ impl Drop for FaultGuard {
                     let _ = handle.block_on(h.heal(cx, Duration::from_secs(bound)));
                 });
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_the_faults_that_act_on_the_host_for_their_target_need_root() {
+        let root: Vec<&str> = crate::spec::FAULT_KINDS
+            .iter()
+            .copied()
+            .filter(|k| super::needs_root(k).is_some())
+            .collect();
+        // latency needs root only when netem is forced (CHAOS_LATENCY=netem).
+        if !super::latency::forced_netem() {
+            assert_eq!(root, ["network_partition", "disk_io"]);
         }
     }
 }
