@@ -404,26 +404,7 @@ fn a_test_that_needs_ebpf_says_so_where_it_cannot_load() {
     if unsafe { libc::geteuid() } != 0 {
         panic!("this test drops root to get a process without eBPF; run the suite as root");
     }
-    let dir = std::env::temp_dir().join(format!("chaos-no-ebpf-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
-        .expect("chmod");
-    let out = dir.join("out.txt");
-    let started = std::time::Instant::now();
-    let child = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(std::env::current_exe().expect("this test binary"))
-        .args(["--ignored", "--exact", "needs_ebpf", "--nocapture"])
-        .env("CHAOS_REPORT_DIR", &dir)
-        .env_remove("CHAOS_OBSERVER")
-        .stdout(std::fs::File::create(&out).expect("output file"))
-        .stderr(std::fs::File::create(dir.join("err.txt")).expect("stderr file"))
-        .spawn()
-        .expect("setpriv (util-linux) runs the test binary unprivileged");
-    let status = wait_bounded(child, Duration::from_secs(60));
-    let text = std::fs::read_to_string(&out).unwrap_or_default()
-        + &std::fs::read_to_string(dir.join("err.txt")).unwrap_or_default();
-    eprintln!("{text}\n(failed after {:?})", started.elapsed());
+    let (status, text) = as_nobody("needs_ebpf", "CHAOS_OBSERVER", Duration::from_secs(60));
     assert!(
         !status.success(),
         "a test needing eBPF passed without it:\n{text}"
@@ -434,7 +415,6 @@ fn a_test_that_needs_ebpf_says_so_where_it_cannot_load() {
             && text.contains("CHAOS_OBSERVER=fallback"),
         "not the one-line reason with its fix:\n{text}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -471,26 +451,7 @@ fn a_fault_that_needs_root_says_so_before_any_resource() {
     if unsafe { libc::geteuid() } != 0 {
         panic!("this test drops root to get an ordinary user; run the suite as root");
     }
-    let dir = std::env::temp_dir().join(format!("chaos-no-root-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
-        .expect("chmod");
-    let started = std::time::Instant::now();
-    let out = dir.join("out.txt");
-    let child = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(std::env::current_exe().expect("this test binary"))
-        .args(["--ignored", "--exact", "needs_root", "--nocapture"])
-        .env("CHAOS_REPORT_DIR", &dir)
-        .env_remove("CHAOS_LATENCY")
-        .stdout(std::fs::File::create(&out).expect("output file"))
-        .stderr(std::fs::File::create(dir.join("err.txt")).expect("stderr file"))
-        .spawn()
-        .expect("setpriv (util-linux) runs the test binary unprivileged");
-    let status = wait_bounded(child, Duration::from_secs(30));
-    let text = std::fs::read_to_string(&out).unwrap_or_default()
-        + &std::fs::read_to_string(dir.join("err.txt")).unwrap_or_default();
-    eprintln!("{text}\n(failed after {:?})", started.elapsed());
+    let (status, text) = as_nobody("needs_root", "CHAOS_LATENCY", Duration::from_secs(30));
     assert!(
         !status.success(),
         "a partition passed without root:\n{text}"
@@ -507,7 +468,33 @@ fn a_fault_that_needs_root_says_so_before_any_resource() {
         !text.contains("[chaos reaper]") && !text.contains("[chaos stack]"),
         "something was started first:\n{text}"
     );
+}
+
+/// Runs this binary's ignored test `name` as nobody (uid 65534, no groups: no eBPF, no root,
+/// no Docker), without `unset` in its environment, at most `limit`: its status and output.
+fn as_nobody(name: &str, unset: &str, limit: Duration) -> (std::process::ExitStatus, String) {
+    let dir = std::env::temp_dir().join(format!("chaos-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod");
+    let (out, err) = (dir.join("out.txt"), dir.join("err.txt"));
+    let started = std::time::Instant::now();
+    let child = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(std::env::current_exe().expect("this test binary"))
+        .args(["--ignored", "--exact", name, "--nocapture"])
+        .env("CHAOS_REPORT_DIR", &dir)
+        .env_remove(unset)
+        .stdout(std::fs::File::create(&out).expect("output file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("setpriv (util-linux) runs the test binary unprivileged");
+    let status = wait_bounded(child, limit);
+    let text = std::fs::read_to_string(&out).unwrap_or_default()
+        + &std::fs::read_to_string(&err).unwrap_or_default();
+    eprintln!("{text}\n(ended after {:?})", started.elapsed());
     let _ = std::fs::remove_dir_all(&dir);
+    (status, text)
 }
 
 /// Waits for a child at most `limit`, killing it (and failing) past that.

@@ -157,17 +157,7 @@ fn harness() {
         std::thread::sleep(Duration::from_millis(fastrand_ms(i)));
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(pid as i32, sig) };
-        let until = Instant::now() + Duration::from_secs(90);
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("poll") {
-                break Some(s);
-            }
-            if Instant::now() > until {
-                let _ = child.kill();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let status = wait_exit(&mut child);
         let right_after = left(pid);
         std::thread::sleep(Duration::from_secs(10));
         let after_10s = left(pid);
@@ -210,6 +200,21 @@ fn harness() {
     );
     assert!(host_diff.is_empty(), "the host changed: {host_diff:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The child's exit within 90 s; `None` (and the child killed) if it hung.
+fn wait_exit(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
+    let until = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(s) = child.try_wait().expect("poll") {
+            return Some(s);
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// 0-900 ms into the phase, spread deterministically over the runs.
@@ -300,17 +305,7 @@ fn daemon_restart() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let back_after = stopped.elapsed();
-    let until = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("poll") {
-            break Some(s);
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_exit(&mut child);
     let ended_after = stopped.elapsed();
     let right_after = left(pid);
     std::thread::sleep(Duration::from_secs(10));

@@ -127,9 +127,13 @@ pub fn classify(e: &str) -> &'static str {
         "connection_refused"
     } else if e.contains("timeout") {
         "timeout"
-    } else if e.contains("reset") || e.contains("closed before message completed") {
-        // The connection dropped under the request: an RST, or a close before any answer
-        // (which of the two a client sees when its peer dies is a matter of timing).
+    } else if e.contains("reset")
+        || e.contains("closed before message completed")
+        || e.contains("connection was not ready")
+    {
+        // The connection dropped under the request: an RST, a close before any answer, or a
+        // pooled connection found closed as the request was handed to it (which of the three
+        // a client sees when its peer dies is a matter of timing).
         "connection_reset"
     } else {
         "other"
@@ -151,5 +155,22 @@ fn describe(e: hyper_util::client::legacy::Error) -> String {
         format!("connect: {s}")
     } else {
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_dropped_connection_is_one_class_however_the_client_noticed() {
+        for e in [
+            "connection reset",
+            "connection closed before message completed",
+            "connection was not ready",
+        ] {
+            assert_eq!(super::classify(e), "connection_reset", "{e}");
+        }
+        assert_eq!(super::classify("connection refused"), "connection_refused");
+        assert_eq!(super::classify("HTTP 503: db down"), "http_5xx");
+        assert_eq!(super::classify("request timeout after 1 s"), "timeout");
     }
 }

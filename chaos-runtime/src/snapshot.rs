@@ -100,6 +100,9 @@ const FAULT_LIFTED_KINDS: &[&str] = &[
 ///   database restarts and replays its WAL for a second) met the fault, not the recovery, and
 ///   whether one did is a matter of timing: such failures, and a `last_error` among them, count
 ///   in the fault phase.
+/// - A request that started before the fault went in but failed after it (in flight when a
+///   partition's rules landed) met the fault; whether one was in flight is timing: such
+///   failures count in the fault phase.
 /// - A heal that completes after the steady state already returned (a service the steady state
 ///   does not need, e.g. a cache restarted last in a composite) is recovery work; whether the
 ///   steady window began before or after it is timing: its events count in the recovery phase.
@@ -111,7 +114,7 @@ fn snapshot_view(tl: &Timeline) -> std::borrow::Cow<'_, Timeline> {
             .find(|p| p.name == name)
             .map(|p| p.start_ms)
     };
-    let Some(heal) = start("recovery") else {
+    let (Some(inject), Some(heal)) = (start("fault"), start("recovery")) else {
         return Cow::Borrowed(tl);
     };
     let steady = start("steady").unwrap_or(f64::INFINITY);
@@ -134,8 +137,15 @@ fn snapshot_view(tl: &Timeline) -> std::borrow::Cow<'_, Timeline> {
     });
     let lifted = if restarted { steady } else { lifted };
     let met_fault = |ok: bool, t: f64| !ok && t >= heal && t < lifted;
+    let in_flight =
+        |s: &crate::timeline::Sample| !s.ok && s.t_ms < inject && s.t_ms + s.latency_ms >= inject;
     let late_heal = |e: &Event| HEAL_DONE_KINDS.contains(&e.kind.as_str()) && e.t_ms >= steady;
-    if !tl.samples.iter().any(|s| met_fault(s.ok, s.t_ms)) && !tl.events.iter().any(late_heal) {
+    if !tl
+        .samples
+        .iter()
+        .any(|s| met_fault(s.ok, s.t_ms) || in_flight(s))
+        && !tl.events.iter().any(late_heal)
+    {
         return Cow::Borrowed(tl);
     }
     let mut v = tl.clone();
@@ -145,6 +155,9 @@ fn snapshot_view(tl: &Timeline) -> std::borrow::Cow<'_, Timeline> {
     let before = heal - 0.01;
     for s in v.samples.iter_mut().filter(|s| met_fault(s.ok, s.t_ms)) {
         s.t_ms = before;
+    }
+    for s in v.samples.iter_mut().filter(|s| in_flight(s)) {
+        s.t_ms = inject;
     }
     for e in v
         .events
@@ -257,6 +270,38 @@ mod tests {
         tl.events.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
         tl.compute_metrics(1000.0, 2000.0, Some(2300.0), 3000.0);
         tl
+    }
+
+    #[test]
+    fn a_request_in_flight_when_the_fault_went_in_failed_in_the_fault_phase() {
+        let errors = |tl: &Timeline, phase: &str| {
+            snapshot_view(tl)
+                .normalised(behaviour)
+                .phases
+                .iter()
+                .find(|p| p.phase == phase)
+                .map(|p| p.errors)
+        };
+        let mut tl = timeline(Some(2030.0));
+        // Started 3 ms before the injection, failed 40 ms later: the partition's doing.
+        tl.samples.push(
+            serde_json::from_value(
+                serde_json::json!({"t_ms": 997.0, "latency_ms": 40.0, "ok": false, "status": 503}),
+            )
+            .expect("a sample"),
+        );
+        tl.samples.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
+        tl.compute_metrics(1000.0, 2000.0, Some(2300.0), 3000.0);
+        assert_eq!(
+            tl.metrics.phases[0].failed, 1,
+            "the journal keeps it where it started"
+        );
+        assert_eq!(errors(&tl, "baseline"), Some(false));
+        assert_eq!(errors(&tl, "fault"), Some(true));
+        // One that failed before the injection is the baseline's.
+        tl.samples[1].latency_ms = 2.0;
+        tl.compute_metrics(1000.0, 2000.0, Some(2300.0), 3000.0);
+        assert_eq!(errors(&tl, "baseline"), Some(true));
     }
 
     #[test]
