@@ -370,29 +370,40 @@ fn sigterm_while_a_fault_holds_heals_and_removes_everything() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The spec of a test that must fail before it starts anything (run as nobody): one fault,
+/// no snapshot.
+macro_rules! probe_spec {
+    ($name:literal, $kind:literal, $target:literal, $observer:expr) => {{
+        static SPEC: Spec = Spec {
+            name: concat!("harness_failures::", $name),
+            fn_name: $name,
+            file: file!(),
+            manifest_dir: env!("CARGO_MANIFEST_DIR"),
+            faults: &[FaultSpec {
+                kind: $kind,
+                target: $target,
+                after_ms: 0,
+                duration_ms: 500,
+                params: &[],
+            }],
+            recover_within_ms: 10_000,
+            observer: $observer,
+            workload: None,
+            snapshot: false,
+            system: chaos_trading::system,
+            steady: SteadySpec::NONE,
+        };
+        &SPEC
+    }};
+}
+
 #[test]
 #[ignore = "run without privileges by a_test_that_needs_ebpf_says_so_where_it_cannot_load"]
 fn needs_ebpf() {
-    static SPEC: Spec = Spec {
-        name: "harness_failures::needs_ebpf",
-        fn_name: "needs_ebpf",
-        file: file!(),
-        manifest_dir: env!("CARGO_MANIFEST_DIR"),
-        faults: &[FaultSpec {
-            kind: "kill",
-            target: "redis",
-            after_ms: 0,
-            duration_ms: 500,
-            params: &[],
-        }],
-        recover_within_ms: 10_000,
-        observer: Some("bpf"),
-        workload: None,
-        snapshot: false,
-        system: chaos_trading::system,
-        steady: SteadySpec::NONE,
-    };
-    run(&SPEC, Box::new(|_run| Box::pin(async {})));
+    run(
+        probe_spec!("needs_ebpf", "kill", "redis", Some("bpf")),
+        Box::new(|_run| Box::pin(async {})),
+    );
 }
 
 /// A host without eBPF, for real: the same test binary as an unprivileged user (the kernel
@@ -420,26 +431,10 @@ fn a_test_that_needs_ebpf_says_so_where_it_cannot_load() {
 #[test]
 #[ignore = "run without privileges by a_fault_that_needs_root_says_so_before_any_resource"]
 fn needs_root() {
-    static SPEC: Spec = Spec {
-        name: "harness_failures::needs_root",
-        fn_name: "needs_root",
-        file: file!(),
-        manifest_dir: env!("CARGO_MANIFEST_DIR"),
-        faults: &[FaultSpec {
-            kind: "network_partition",
-            target: "postgres",
-            after_ms: 0,
-            duration_ms: 500,
-            params: &[],
-        }],
-        recover_within_ms: 10_000,
-        observer: None,
-        workload: None,
-        snapshot: false,
-        system: chaos_trading::system,
-        steady: SteadySpec::NONE,
-    };
-    run(&SPEC, Box::new(|_run| Box::pin(async {})));
+    run(
+        probe_spec!("needs_root", "network_partition", "postgres", None),
+        Box::new(|_run| Box::pin(async {})),
+    );
 }
 
 /// An ordinary user (here: nobody, not even in the docker group) asking for a partition, whose
