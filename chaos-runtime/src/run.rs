@@ -170,16 +170,21 @@ async fn daemon_lost(
     let wait = Duration::from_secs(20);
     let after = match docker::back(wait).await {
         Some((docker, took)) => {
-            let torn = stack.is_some();
-            if let Some(s) = stack {
-                s.teardown().await;
-            }
-            let n = crate::stack::remove_run(&docker, id).await;
+            // A started stack's teardown lists its run's label itself; a stack that was still
+            // starting has only the label.
+            let removed = match stack {
+                Some(s) => {
+                    s.teardown().await;
+                    "its stack".to_string()
+                }
+                None => format!(
+                    "{} resources found by its label",
+                    crate::stack::remove_run(&docker, id).await
+                ),
+            };
             format!(
-                "it answered again {:.1} s later; removed what run {id} had left ({}{n} \
-                 resources found by its label)",
-                took.as_secs_f64(),
-                if torn { "its stack, then " } else { "" }
+                "it answered again {:.1} s later; removed what run {id} had left ({removed})",
+                took.as_secs_f64()
             )
         }
         None => format!(
