@@ -55,6 +55,14 @@ pub struct Ui {
     tests: BTreeMap<String, TestBars>,
 }
 
+/// A bar that draws nowhere until a [`MultiProgress`] adopts it. A bar made with
+/// `ProgressBar::new` draws to stderr by itself, so a `set_prefix` or `set_message` before
+/// `add`/`insert_*` writes a line the multi-bar does not know about, and its next redraw
+/// moves the cursor up one line too few: a stale copy of the top bar stays in the scrollback.
+fn unattached(len: Option<u64>) -> ProgressBar {
+    ProgressBar::with_draw_target(len, ProgressDrawTarget::hidden())
+}
+
 fn spinner_style(t: &str) -> ProgressStyle {
     ProgressStyle::with_template(t)
         .unwrap_or_else(|_| ProgressStyle::default_spinner())
@@ -99,7 +107,7 @@ impl Ui {
             return;
         }
         let bar = self.status.get_or_insert_with(|| {
-            let b = self.multi.add(ProgressBar::new_spinner());
+            let b = self.multi.add(unattached(None));
             b.set_style(spinner_style("{spinner:.yellow} {wide_msg:.dim}"));
             b.enable_steady_tick(Duration::from_millis(100));
             b
@@ -110,8 +118,6 @@ impl Ui {
     /// Hides the status line.
     pub fn clear_status(&mut self) {
         if let Some(b) = self.status.take() {
-            // Finished and cleared, not removed: `MultiProgress::remove` followed by a
-            // `println` leaves a ghost copy of the bar above in the scrollback.
             b.finish_and_clear();
         }
     }
@@ -121,7 +127,7 @@ impl Ui {
         if !self.live {
             return;
         }
-        let b = ProgressBar::new(tests.max(1));
+        let b = unattached(Some(tests.max(1)));
         b.set_style(
             ProgressStyle::with_template(
                 "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} tests · {elapsed} · {msg}",
@@ -155,7 +161,7 @@ impl Ui {
             return;
         }
         if !self.tests.contains_key(test) {
-            let header = ProgressBar::new_spinner();
+            let header = unattached(None);
             header.set_style(spinner_style(
                 "{spinner:.yellow} {elapsed:>3.dim} {prefix:.bold} {wide_msg}",
             ));
@@ -191,7 +197,7 @@ impl Ui {
             .last()
             .map(|p| p.1.clone())
             .unwrap_or_else(|| t.header.clone());
-        let bar = ProgressBar::new_spinner();
+        let bar = unattached(None);
         let last = phase == crate::rt::phases::VERDICT;
         bar.set_style(spinner_style(if last {
             "    {msg}"
