@@ -668,6 +668,17 @@ fn param(arg: &Arg, errors: &mut Errors) -> Option<(String, String)> {
                 None
             }
         }
+        ParamType::Percent => {
+            let pct = parsed(
+                &lit,
+                &name,
+                "percentage",
+                units::PERCENT_FORMS,
+                units::percent(&text),
+                errors,
+            )?;
+            Some((format!("{name}_pct"), pct.to_string()))
+        }
         ParamType::Direction => {
             if DIRECTIONS.contains(&text.as_str()) {
                 Some((name, text))
@@ -693,14 +704,14 @@ fn duration(arg: &Arg, errors: &mut Errors) -> Option<u64> {
     )
 }
 
-fn parsed(
+fn parsed<T>(
     lit: &LitStr,
     name: &str,
     what: &str,
     forms: &str,
-    result: Result<u64, Invalid>,
+    result: Result<T, Invalid>,
     errors: &mut Errors,
-) -> Option<u64> {
+) -> Option<T> {
     let text = lit.value();
     match result {
         Ok(value) => Some(value),
@@ -714,7 +725,14 @@ fn parsed(
         Err(Invalid::TooLarge) => {
             errors.at(
                 lit.span(),
-                format_args!("{what} `{text}` for `{name}` is too large"),
+                format_args!(
+                    "{what} `{text}` for `{name}` is too large{}",
+                    if what == "percentage" {
+                        ": at most 100%"
+                    } else {
+                        ""
+                    }
+                ),
             );
             None
         }
@@ -869,6 +887,7 @@ fn example(key: &str) -> &'static str {
             Some(ParamType::Size) => "64MiB",
             Some(ParamType::Float) => "0.5",
             Some(ParamType::Direction) => "egress",
+            Some(ParamType::Percent) => "10%",
             None => "..",
         },
     }
@@ -1115,7 +1134,7 @@ mod tests {
         assert_eq!(
             errors,
             [
-                "fault `cpu_throttle` does not take `direction`: its parameters are `cpus`\n`direction` belongs to the faults `network_partition`, `latency`"
+                "fault `cpu_throttle` does not take `direction`: its parameters are `cpus`\n`direction` belongs to the faults `network_partition`, `packet_loss`, `latency`"
             ]
         );
     }

@@ -1,5 +1,5 @@
 //! What this host can do: probes (each with its result and the fix), and the compatibility
-//! matrix of the ten experiments derived from them.
+//! matrix of the experiments derived from them.
 //!
 //! [`probe_all`] looks, it never changes the host: the kernel features that can only be known
 //! by trying (netem, iptables, nft) are tried inside a throwaway network namespace
@@ -206,7 +206,7 @@ pub struct Row {
 pub struct Report {
     /// Every probe, in order.
     pub probes: Vec<Probe>,
-    /// The ten experiments.
+    /// The experiments.
     pub matrix: Vec<Row>,
     /// The raw findings.
     pub facts: Facts,
@@ -294,7 +294,7 @@ impl Report {
     }
 }
 
-/// The ten experiments: id, name, fault kinds, kernel signals observed.
+/// The bundled experiments: id, name, fault kinds, kernel signals observed.
 pub const EXPERIMENTS: &[(&str, &str, &[&str], &[&str])] = &[
     ("01", "database sudden death", &["kill"], &["process"]),
     ("02", "network partition", &["network_partition"], &["tcp"]),
@@ -321,6 +321,7 @@ pub const EXPERIMENTS: &[(&str, &str, &[&str], &[&str])] = &[
         &["kill", "network_partition"],
         &["process", "tcp"],
     ),
+    ("11", "packet loss", &["packet_loss"], &["tcp"]),
 ];
 
 /// Fix for a missing netem.
@@ -575,6 +576,21 @@ pub fn fault_support(kind: &str, f: &Facts) -> Result<String, String> {
             match (&f.iptables, &f.nft) {
                 (Ok(v), _) => Ok(format!("DROP rules in the target's netns ({v})")),
                 (Err(_), Ok(_)) => Ok("DROP rules in the target's netns (nft table)".into()),
+                (Err(e), Err(_)) => Err(format!(
+                    "neither iptables nor nft is usable in a netns: {e}"
+                )),
+            }
+        }
+        "packet_loss" => {
+            needs_root("packet loss (random-drop rules in the target's netns)")?;
+            match (&f.iptables, &f.nft) {
+                (Ok(v), _) => Ok(format!(
+                    "random-drop rules (statistic match) with counters in the target's netns ({v}); no netem needed"
+                )),
+                (Err(_), Ok(_)) => Ok(
+                    "random-drop rules (numgen random) with counters in the target's netns (nft table); no netem needed"
+                        .into(),
+                ),
                 (Err(e), Err(_)) => Err(format!(
                     "neither iptables nor nft is usable in a netns: {e}"
                 )),
@@ -1052,7 +1068,7 @@ tracefs /sys/kernel/tracing tracefs rw,relatime 0 0
     fn this_host_runs_everything_and_09_goes_through_the_proxy() {
         let r = Report::from_facts(here());
         assert!(r.all_run(), "{}", r.render_text());
-        assert_eq!(r.matrix.len(), 10);
+        assert_eq!(r.matrix.len(), EXPERIMENTS.len());
         let m = &r.matrix;
         assert_eq!(row(m, "09").core, "works");
         assert_eq!(
@@ -1135,7 +1151,7 @@ tracefs /sys/kernel/tracing tracefs rw,relatime 0 0
             (d.status, d.fix.as_deref()),
             (Status::Missing, Some("start it"))
         );
-        assert!(r.render_text().contains("10 experiment(s) cannot run"));
+        assert!(r.render_text().contains("11 experiment(s) cannot run"));
     }
 
     #[test]
@@ -1148,12 +1164,18 @@ tracefs /sys/kernel/tracing tracefs rw,relatime 0 0
         let m = matrix(&f);
         assert!(!row(&m, "02").runs && row(&m, "02").core.contains("network_partition"));
         assert!(!row(&m, "10").runs);
+        assert!(!row(&m, "11").runs && row(&m, "11").core.contains("packet_loss"));
         assert!(row(&m, "01").runs && row(&m, "09").runs);
         let nft_only = Facts {
             iptables: Err("no".into()),
             ..here()
         };
         assert!(row(&matrix(&nft_only), "02").notes.contains("nft table"));
+        assert!(
+            row(&matrix(&nft_only), "11")
+                .notes
+                .contains("numgen random")
+        );
         let user = Facts {
             root: false,
             ebpf: Err("not root".into()),
@@ -1161,6 +1183,7 @@ tracefs /sys/kernel/tracing tracefs rw,relatime 0 0
         };
         let m = matrix(&user);
         assert!(!row(&m, "02").runs && row(&m, "02").core.contains("needs root"));
+        assert!(!row(&m, "11").runs && row(&m, "11").core.contains("needs root"));
         assert!(row(&m, "05").runs && row(&m, "05").notes.contains("I/O hog"));
     }
 

@@ -158,6 +158,7 @@ impl Experiment {
                         .map(|(p, t)| match t {
                             crate::spec::ParamType::Duration => format!("{p}_ms"),
                             crate::spec::ParamType::Size => format!("{p}_bytes"),
+                            crate::spec::ParamType::Percent => format!("{p}_pct"),
                             _ => p.to_string(),
                         })
                         .collect()

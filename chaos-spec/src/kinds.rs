@@ -9,6 +9,7 @@ pub const FAULT_KINDS: &[&str] = &[
     "stop",
     "pause",
     "network_partition",
+    "packet_loss",
     "latency",
     "memory_oom",
     "cpu_throttle",
@@ -22,6 +23,13 @@ pub const FAULT_PARAMS: &[(&str, &[(&str, ParamType)])] = &[
     ("stop", &[]),
     ("pause", &[]),
     ("network_partition", &[("direction", ParamType::Direction)]),
+    (
+        "packet_loss",
+        &[
+            ("loss", ParamType::Percent),
+            ("direction", ParamType::Direction),
+        ],
+    ),
     (
         "latency",
         &[
@@ -47,6 +55,8 @@ pub enum ParamType {
     Float,
     /// `"both" | "ingress" | "egress"`: rendered verbatim.
     Direction,
+    /// `"10%"`, `"2.5%"`: above 0, at most 100; rendered as `<key>_pct` (the number).
+    Percent,
 }
 
 /// `observer = ".."`.
@@ -121,6 +131,9 @@ pub fn describe(kind: &str) -> Option<&'static str> {
         "pause" => "freeze every process (cgroup freezer), resume at heal",
         "network_partition" => {
             "drop the target's packets to and from the stack (direction = both | ingress | egress)"
+        }
+        "packet_loss" => {
+            "drop a random share of the target's packets to and from the stack (loss = \"10%\", direction)"
         }
         "latency" => "the fault proxy in front of the target's ports adds latency/jitter",
         "memory_oom" => "lower the memory limit and push the target past it",

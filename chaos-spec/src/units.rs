@@ -10,6 +10,10 @@ pub const DURATION_FORMS: &str = r#"a whole number and a unit, like "500ms", "2s
 pub const SIZE_FORMS: &str =
     r#"a whole number of bytes, or with a unit, like "64MiB", "64MB", "512KiB", "1GiB" or "4096""#;
 
+/// The accepted forms of a percentage, as said in error messages.
+pub const PERCENT_FORMS: &str =
+    r#"a number of percent above 0 and at most 100, with the sign, like "10%" or "2.5%""#;
+
 /// Why a value was refused.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Invalid {
@@ -58,6 +62,19 @@ pub fn is_positive_decimal(text: &str) -> bool {
     well_formed && text.bytes().any(|b| (b'1'..=b'9').contains(&b))
 }
 
+/// `"10%"`, `"2.5%"`, `"100%"`: a positive decimal followed by `%`, at most 100; returns the
+/// number of percent as written (`"10"`), which the runtime reads as a probability.
+pub fn percent(text: &str) -> Result<&str, Invalid> {
+    let number = text.strip_suffix('%').ok_or(Invalid::Syntax)?;
+    if !is_positive_decimal(number) {
+        return Err(Invalid::Syntax);
+    }
+    match number.parse::<f64>() {
+        Ok(v) if v <= 100.0 => Ok(number),
+        _ => Err(Invalid::TooLarge),
+    }
+}
+
 /// Splits `"64MiB"` into `("64", "MiB")`; `None` unless it starts with a digit.
 fn split_number(text: &str) -> Option<(&str, &str)> {
     let end = text
@@ -74,6 +91,18 @@ fn scale(number: &str, factor: u64) -> Result<u64, Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentages_need_their_sign_and_stay_within_100() {
+        assert_eq!(percent("10%"), Ok("10"));
+        assert_eq!(percent("2.5%"), Ok("2.5"));
+        assert_eq!(percent("100%"), Ok("100"));
+        assert_eq!(percent("10"), Err(Invalid::Syntax));
+        assert_eq!(percent("0%"), Err(Invalid::Syntax));
+        assert_eq!(percent("-5%"), Err(Invalid::Syntax));
+        assert_eq!(percent("101%"), Err(Invalid::TooLarge));
+        assert_eq!(percent("ten%"), Err(Invalid::Syntax));
+    }
 
     #[test]
     fn durations_in_each_unit() {

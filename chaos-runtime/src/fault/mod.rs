@@ -18,6 +18,7 @@ pub mod memory;
 pub(crate) mod netns;
 pub mod network;
 pub mod pool;
+pub(crate) mod probe;
 
 /// What a fault kind does from this process that only root can do on the Docker host, if
 /// anything; `None` for the kinds that work through the Docker API, the fault proxy or a
@@ -30,7 +31,7 @@ pub fn needs_root(kind: &str) -> Option<&'static str> {
             "it writes the write throttle into the target's blkio/io cgroup files on the host, \
              which only root may write",
         ),
-        "network_partition" => Some(
+        "network_partition" | "packet_loss" => Some(
             "it adds DROP rules with iptables/nft inside the target's network namespace \
              (entered with setns, which needs CAP_SYS_ADMIN and CAP_NET_ADMIN)",
         ),
@@ -177,6 +178,7 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
         "cpu_throttle" => cpu::inject(cx, spec).await,
         "disk_io" => disk::inject(cx, spec).await,
         "network_partition" => network::inject(cx, spec).await,
+        "packet_loss" => network::inject_loss(cx, spec).await,
         "pool_exhaustion" => pool::inject(cx, spec).await,
         "latency" => latency::inject(cx, spec).await,
         other => Err(FaultError::Unsupported {
@@ -238,7 +240,7 @@ mod tests {
             .collect();
         // latency needs root only when netem is forced (CHAOS_LATENCY=netem).
         if !super::latency::forced_netem() {
-            assert_eq!(root, ["network_partition", "disk_io"]);
+            assert_eq!(root, ["network_partition", "packet_loss", "disk_io"]);
         }
     }
 }

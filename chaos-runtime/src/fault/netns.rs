@@ -103,6 +103,26 @@ impl Netns {
         })
     }
 
+    /// A UDP socket of this namespace: made on a short-lived thread that enters the namespace
+    /// (a thread's `setns` changes that thread only); the socket keeps its namespace wherever
+    /// it is used afterwards. Unconnected, non-blocking.
+    pub(crate) fn udp_socket(&self) -> std::io::Result<std::net::UdpSocket> {
+        let fd = self.fd.as_raw_fd();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: setns on this thread only, with a namespace fd held open by `self`.
+                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+                socket.set_nonblocking(true)?;
+                Ok(socket)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the socket thread panicked")))
+        })
+    }
+
     /// Runs `args[0]` with the rest as arguments; its stdout, or `Err` with its stderr.
     pub(crate) async fn exec(&self, args: &[&str]) -> Result<String, String> {
         let (bin, rest) = args.split_first().ok_or("no command")?;

@@ -61,13 +61,28 @@ impl Direction {
     }
 }
 
-/// One DROP rule.
+/// What a rule does with the packets it matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Drops every one (a partition).
+    Drop,
+    /// Drops a random share, in parts per 10 000 (packet loss): iptables' `statistic` match,
+    /// nft's `numgen random`. Each packet is drawn on its own, as a lossy link does.
+    DropShare(u32),
+    /// Only counts them: beside a `DropShare`, the packets seen, so the loss that was realised
+    /// can be read back from the two counters.
+    Count,
+}
+
+/// One rule over the stack subnet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
     /// `INPUT` or `OUTPUT`.
     pub chain: &'static str,
     /// The stack subnet (IPv4 CIDR).
     pub cidr: String,
+    /// What it does.
+    pub action: Action,
 }
 
 impl Rule {
@@ -75,23 +90,80 @@ impl Rule {
     fn flag(&self) -> &'static str {
         if self.chain == "INPUT" { "-s" } else { "-d" }
     }
+
+    /// What follows the comment match in iptables syntax (empty for a counting rule).
+    fn iptables_tail(&self) -> String {
+        match self.action {
+            Action::Drop => " -j DROP".into(),
+            Action::DropShare(n) => format!(
+                " -m statistic --mode random --probability {} -j DROP",
+                probability(n)
+            ),
+            Action::Count => String::new(),
+        }
+    }
+
+    /// What follows the address match in nft syntax.
+    fn nft_tail(&self) -> String {
+        match self.action {
+            Action::Drop => " drop".into(),
+            Action::DropShare(n) => format!(" numgen random mod 10000 < {n} counter drop"),
+            Action::Count => " counter".into(),
+        }
+    }
+}
+
+/// Parts per 10 000 as iptables' probability (`1000` → `0.1000`).
+fn probability(per_10k: u32) -> String {
+    format!("{}.{:04}", per_10k / 10_000, per_10k % 10_000)
+}
+
+/// `"10"` or `"2.5"` percent as parts per 10 000; `None` outside (0, 100].
+pub fn share_of_percent(pct: &str) -> Option<u32> {
+    let v: f64 = pct.parse().ok()?;
+    (v > 0.0 && v <= 100.0).then(|| (v * 100.0).round() as u32)
 }
 
 /// The rules of a direction over the stack's subnets.
 pub fn rules(direction: Direction, subnets: &[String]) -> Vec<Rule> {
     let mut out = Vec::new();
     for cidr in subnets {
-        if matches!(direction, Direction::Ingress | Direction::Both) {
+        for chain in chains(direction) {
             out.push(Rule {
-                chain: "INPUT",
+                chain,
                 cidr: cidr.clone(),
+                action: Action::Drop,
             });
         }
-        if matches!(direction, Direction::Egress | Direction::Both) {
-            out.push(Rule {
-                chain: "OUTPUT",
-                cidr: cidr.clone(),
-            });
+    }
+    out
+}
+
+/// The chains a direction acts on.
+fn chains(direction: Direction) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if matches!(direction, Direction::Ingress | Direction::Both) {
+        out.push("INPUT");
+    }
+    if matches!(direction, Direction::Egress | Direction::Both) {
+        out.push("OUTPUT");
+    }
+    out
+}
+
+/// Packet loss: per chain and subnet a rule dropping `per_10k` of the packets at random, and a
+/// rule counting every packet, ahead of it (see [`restore_script`] and [`nft_script`]).
+pub fn loss_rules(direction: Direction, subnets: &[String], per_10k: u32) -> Vec<Rule> {
+    let mut out = Vec::new();
+    for cidr in subnets {
+        for chain in chains(direction) {
+            for action in [Action::DropShare(per_10k), Action::Count] {
+                out.push(Rule {
+                    chain,
+                    cidr: cidr.clone(),
+                    action,
+                });
+            }
         }
     }
     out
@@ -111,7 +183,7 @@ pub enum Backend {
 
 /// Arguments of `iptables` adding (`-I`) or deleting (`-D`) one rule, tagged with a comment.
 pub fn iptables_args(op: &str, rule: &Rule, tag: &str) -> Vec<String> {
-    [
+    let mut args: Vec<String> = [
         "-w",
         "5",
         op,
@@ -122,24 +194,29 @@ pub fn iptables_args(op: &str, rule: &Rule, tag: &str) -> Vec<String> {
         "comment",
         "--comment",
         tag,
-        "-j",
-        "DROP",
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect()
+    .collect();
+    args.extend(rule.iptables_tail().split_whitespace().map(str::to_string));
+    args
 }
 
 /// An `iptables-restore --noflush` script adding (`-I`) or deleting (`-D`) every rule in one
 /// transaction: a both-ways partition starts and ends at once, never passing through one way.
+/// Counting rules go in last, so each lands above its drop rule (`-I` inserts at the top) and
+/// counts every packet, the dropped ones included.
 pub fn restore_script(op: &str, rules: &[Rule], tag: &str) -> String {
     let mut s = String::from("*filter\n");
-    for r in rules {
+    let (counts, drops): (Vec<&Rule>, Vec<&Rule>) =
+        rules.iter().partition(|r| r.action == Action::Count);
+    for r in drops.into_iter().chain(counts) {
         s.push_str(&format!(
-            "{op} {} {} {} -m comment --comment {tag} -j DROP\n",
+            "{op} {} {} {} -m comment --comment {tag}{}\n",
             r.chain,
             r.flag(),
-            r.cidr
+            r.cidr,
+            r.iptables_tail()
         ));
     }
     s.push_str("COMMIT\n");
@@ -155,18 +232,20 @@ pub fn nft_table(tag: &str) -> String {
 
 /// An `nft -f -` script creating a table whose base chains drop the rules' packets. Priority -10
 /// runs before the default filter chains; a drop is final in nftables whatever else accepts.
+/// Counting rules come first in their chain, so they count every packet.
 pub fn nft_script(rules: &[Rule], tag: &str) -> String {
     let mut s = format!("table ip {} {{\n", nft_table(tag));
     for (chain, hook, field) in [("INPUT", "input", "saddr"), ("OUTPUT", "output", "daddr")] {
-        let matching: Vec<&Rule> = rules.iter().filter(|r| r.chain == chain).collect();
+        let mut matching: Vec<&Rule> = rules.iter().filter(|r| r.chain == chain).collect();
         if matching.is_empty() {
             continue;
         }
+        matching.sort_by_key(|r| r.action != Action::Count);
         s.push_str(&format!(
             "  chain {hook} {{\n    type filter hook {hook} priority -10; policy accept;\n"
         ));
         for r in matching {
-            s.push_str(&format!("    ip {field} {} drop\n", r.cidr));
+            s.push_str(&format!("    ip {field} {}{}\n", r.cidr, r.nft_tail()));
         }
         s.push_str("  }\n");
     }
@@ -182,22 +261,110 @@ pub fn tagged_lines<'a>(listing: &'a str, tag: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// Packets a chain's rules of one tag counted: every packet seen, and those dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Packets the counting rules matched (all of the direction's packets to/from the stack).
+    pub seen: u64,
+    /// Packets the random-drop rules dropped.
+    pub dropped: u64,
+}
+
+impl Tally {
+    /// The share dropped, in percent; `None` with nothing seen.
+    pub fn loss_pct(&self) -> Option<f64> {
+        (self.seen > 0).then(|| 100.0 * self.dropped as f64 / self.seen as f64)
+    }
+}
+
+/// Per chain (`INPUT`, `OUTPUT`), from `iptables -S -v` (`-A INPUT ... --comment TAG -c PKTS
+/// BYTES [-j DROP]`): a line with `-j DROP` dropped, one without only counted.
+pub fn iptables_tallies(listing: &str, tag: &str) -> std::collections::BTreeMap<String, Tally> {
+    let mut out = std::collections::BTreeMap::<String, Tally>::new();
+    for line in tagged_lines(listing, tag) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let after = |flag: &str| {
+            words
+                .iter()
+                .position(|w| *w == flag)
+                .and_then(|i| words.get(i + 1))
+        };
+        let (Some(chain), Some(pkts)) = (after("-A"), after("-c")) else {
+            continue;
+        };
+        let Ok(pkts) = pkts.parse::<u64>() else {
+            continue;
+        };
+        let t = out.entry(chain.to_string()).or_default();
+        if words.windows(2).any(|w| w == ["-j", "DROP"]) {
+            t.dropped += pkts;
+        } else {
+            t.seen += pkts;
+        }
+    }
+    out
+}
+
+/// Per chain, from `nft list table ip TABLE`: `chain input {` opens a chain, `counter packets
+/// N bytes M` counts, a trailing `drop` says dropped.
+pub fn nft_tallies(listing: &str) -> std::collections::BTreeMap<String, Tally> {
+    let mut out = std::collections::BTreeMap::<String, Tally>::new();
+    let mut chain = None;
+    for line in listing.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("chain ") {
+            chain = match rest.split_whitespace().next() {
+                Some("input") => Some("INPUT"),
+                Some("output") => Some("OUTPUT"),
+                _ => None,
+            };
+            continue;
+        }
+        let (Some(chain), Some(at)) = (chain, line.find("counter packets ")) else {
+            continue;
+        };
+        let Some(Ok(pkts)) = line[at + "counter packets ".len()..]
+            .split_whitespace()
+            .next()
+            .map(str::parse::<u64>)
+        else {
+            continue;
+        };
+        let t = out.entry(chain.to_string()).or_default();
+        if line.ends_with(" drop") {
+            t.dropped += pkts;
+        } else {
+            t.seen += pkts;
+        }
+    }
+    out
+}
+
 /// How the rules read in the timeline, e.g. `iptables -I INPUT -s 172.18.0.0/16 -j DROP in postgres netns`.
 pub fn describe(backend: &Backend, rules: &[Rule], role: &str) -> String {
     let what: Vec<String> = match backend {
         Backend::Iptables(bin) => rules
             .iter()
-            .map(|r| format!("{bin} -I {} {} {} -j DROP", r.chain, r.flag(), r.cidr))
+            .filter(|r| r.action != Action::Count)
+            .map(|r| {
+                format!(
+                    "{bin} -I {} {} {}{}",
+                    r.chain,
+                    r.flag(),
+                    r.cidr,
+                    r.iptables_tail()
+                )
+            })
             .collect(),
         Backend::Nft => rules
             .iter()
+            .filter(|r| r.action != Action::Count)
             .map(|r| {
                 let (hook, field) = if r.chain == "INPUT" {
                     ("input", "saddr")
                 } else {
                     ("output", "daddr")
                 };
-                format!("nft {hook} hook: ip {field} {} drop", r.cidr)
+                format!("nft {hook} hook: ip {field} {}{}", r.cidr, r.nft_tail())
             })
             .collect(),
     };
@@ -265,6 +432,37 @@ impl Netns {
                 Ok(ran) => Err(format!("`nft list tables` said: {}", ran.stderr)),
                 Err(e) => Err(format!("cannot run nft: {e}")),
             },
+        }
+    }
+
+    /// What this tag's rules counted, per chain.
+    async fn tallies(
+        &self,
+        backend: &Backend,
+        tag: &str,
+    ) -> Result<std::collections::BTreeMap<String, Tally>, String> {
+        match backend {
+            Backend::Iptables(bin) => {
+                let args = ["-w".to_string(), "5".into(), "-S".into(), "-v".into()];
+                match self.run(bin, &args, None).await {
+                    Ok(ran) if ran.ok => Ok(iptables_tallies(&ran.stdout, tag)),
+                    Ok(ran) => Err(format!("`{bin} -S -v` said: {}", ran.stderr)),
+                    Err(e) => Err(format!("cannot run {bin}: {e}")),
+                }
+            }
+            Backend::Nft => {
+                let args = [
+                    "list".to_string(),
+                    "table".into(),
+                    "ip".into(),
+                    nft_table(tag),
+                ];
+                match self.run("nft", &args, None).await {
+                    Ok(ran) if ran.ok => Ok(nft_tallies(&ran.stdout)),
+                    Ok(ran) => Err(format!("`nft list table` said: {}", ran.stderr)),
+                    Err(e) => Err(format!("cannot run nft: {e}")),
+                }
+            }
         }
     }
 
@@ -418,34 +616,47 @@ pub async fn backends_here() -> (Result<String, String>, Result<String, String>)
     (iptables, nft)
 }
 
-/// Injects `network_partition`: DROP rules in the target's netns for the stack subnet.
-pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultError> {
-    let fault = format!("network_partition {}", spec.target);
-    let direction = Direction::parse(spec.param("direction")).ok_or_else(|| FaultError::Other {
-        fault: fault.clone(),
+/// The target's namespace with the rules in: the backend that took them and their tag.
+struct Installed {
+    netns: Netns,
+    backend: Backend,
+    tag: String,
+}
+
+fn direction_of(spec: &FaultSpec, fault: &str) -> Result<Direction, FaultError> {
+    Direction::parse(spec.param("direction")).ok_or_else(|| FaultError::Other {
+        fault: fault.to_string(),
         what: format!(
             "direction {:?} is none of both, ingress, egress",
             spec.param("direction")
         ),
-    })?;
-    let subnets = stack_subnets(cx, &fault).await?;
-    let rules = rules(direction, &subnets);
+    })
+}
+
+/// Opens the target's network namespace and adds `rules` with the first backend that takes
+/// them, then lists them back.
+async fn install(
+    cx: &FaultCx,
+    spec: &FaultSpec,
+    fault: &str,
+    rules: &[Rule],
+) -> Result<Installed, FaultError> {
     let watched = cx
         .stack
         .watched(spec.target)
         .await
         .map_err(|source| FaultError::Stack {
-            fault: fault.clone(),
+            fault: fault.to_string(),
             source,
         })?;
     if watched.pid == 0 {
         return Err(FaultError::Other {
-            fault,
-            what: "the target is not running: it has no network namespace to cut".into(),
+            fault: fault.to_string(),
+            what: "the target is not running: it has no network namespace to filter".into(),
         });
     }
     let netns = Netns::open(watched.pid, spec.target).map_err(|e| FaultError::Unsupported {
-        fault: fault.clone(),
+        fault: fault.to_string(),
         why: format!("cannot open /proc/{}/ns/net of {}: {e}", watched.pid, spec.target),
         fix: "run the tests as root on the Docker host (the runtime enters the container's network namespace)".into(),
     })?;
@@ -462,7 +673,7 @@ pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultErr
         .map(|b| Backend::Iptables(b))
         .chain([Backend::Nft])
     {
-        match netns.add(&backend, &rules, &tag).await {
+        match netns.add(&backend, rules, &tag).await {
             Ok(()) => {
                 acted = Some(backend);
                 break;
@@ -472,7 +683,7 @@ pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultErr
     }
     let Some(backend) = acted else {
         return Err(FaultError::Unsupported {
-            fault,
+            fault: fault.to_string(),
             why: format!("no packet filter could add a DROP rule in the {} netns ({})", spec.target, tried.join("; ")),
             fix: "install iptables (nf_tables or legacy) or nftables on the Docker host (`apt-get install iptables`) \
                   and run the tests as root (CAP_NET_ADMIN over the container's network namespace)"
@@ -483,13 +694,31 @@ pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultErr
     match netns.leftovers(&backend, &tag).await {
         Ok(present) if !present.is_empty() => {}
         other => {
-            let _ = netns.remove(&backend, &rules, &tag).await;
+            let _ = netns.remove(&backend, rules, &tag).await;
             return Err(FaultError::Other {
-                fault,
+                fault: fault.to_string(),
                 what: format!("the DROP rules were added but do not list back ({other:?})"),
             });
         }
     }
+    Ok(Installed {
+        netns,
+        backend,
+        tag,
+    })
+}
+
+/// Injects `network_partition`: DROP rules in the target's netns for the stack subnet.
+pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultError> {
+    let fault = format!("network_partition {}", spec.target);
+    let direction = direction_of(spec, &fault)?;
+    let subnets = stack_subnets(cx, &fault).await?;
+    let rules = rules(direction, &subnets);
+    let Installed {
+        netns,
+        backend,
+        tag,
+    } = install(cx, spec, &fault, &rules).await?;
     let mechanism = describe(&backend, &rules, spec.target);
     let role = spec.target.to_string();
     Ok(Injected {
@@ -504,6 +733,104 @@ pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultErr
                         fault: fault.clone(),
                         what,
                     })?;
+            cx.event(
+                "network_restored",
+                &role,
+                &[
+                    ("direction", direction.name().to_string()),
+                    ("rules_removed", removed.to_string()),
+                ],
+            );
+            cx.stack
+                .wait_ready(&role, deadline)
+                .await
+                .map_err(|source| FaultError::Stack { fault, source })?;
+            cx.event("service_ready", &role, &[]);
+            Ok(())
+        }),
+    })
+}
+
+/// Injects `packet_loss`: in the target's netns, a rule per direction that drops `loss` percent
+/// of the packets to/from the stack subnet at random (default 10 %), beside a rule counting
+/// them all, and a UDP probe stream across the link (see [`super::probe`]). At heal the probe
+/// stops and the counters are read (event `packet_loss_measured`: packets seen and dropped per
+/// direction, the realised loss) before the rules go.
+pub async fn inject_loss(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultError> {
+    let fault = format!("packet_loss {}", spec.target);
+    let direction = direction_of(spec, &fault)?;
+    let asked = spec.param("loss_pct").unwrap_or("10").to_string();
+    let per_10k = share_of_percent(&asked).ok_or_else(|| FaultError::Other {
+        fault: fault.clone(),
+        what: format!("loss {asked}% is not above 0 and at most 100 percent"),
+    })?;
+    let subnets = stack_subnets(cx, &fault).await?;
+    let rules = loss_rules(direction, &subnets, per_10k);
+    let Installed {
+        netns,
+        backend,
+        tag,
+    } = install(cx, spec, &fault, &rules).await?;
+    let probe = super::probe::between(cx, spec.target, direction, &netns).await;
+    let mechanism = format!(
+        "{}; probe: {}",
+        describe(&backend, &rules, spec.target),
+        match &probe {
+            Ok(p) => format!(
+                "{} UDP datagrams/s each way, {}",
+                super::probe::RATE,
+                p.between
+            ),
+            Err(why) => format!("none ({why})"),
+        }
+    );
+    let role = spec.target.to_string();
+    Ok(Injected {
+        mechanism,
+        healing: Healing::new(move |cx, deadline| async move {
+            let fault = format!("heal packet_loss {role}");
+            let probe_sent = match probe {
+                Ok(p) => Some(p.stop().await),
+                Err(_) => None,
+            };
+            // Read before removing: the counters go with the rules.
+            let tallies = netns.tallies(&backend, &tag).await;
+            let removed =
+                netns
+                    .remove(&backend, &rules, &tag)
+                    .await
+                    .map_err(|what| FaultError::Other {
+                        fault: fault.clone(),
+                        what,
+                    })?;
+            let mut detail = vec![
+                ("direction", direction.name().to_string()),
+                ("asked_pct", asked.clone()),
+            ];
+            if let Some(sent) = probe_sent {
+                detail.push(("probe_sent", sent.to_string()));
+            }
+            match tallies {
+                Ok(t) => {
+                    let mut all = Tally::default();
+                    for (chain, seen, dropped) in [
+                        ("INPUT", "ingress_seen", "ingress_dropped"),
+                        ("OUTPUT", "egress_seen", "egress_dropped"),
+                    ] {
+                        if let Some(c) = t.get(chain) {
+                            all.seen += c.seen;
+                            all.dropped += c.dropped;
+                            detail.push((seen, c.seen.to_string()));
+                            detail.push((dropped, c.dropped.to_string()));
+                        }
+                    }
+                    if let Some(pct) = all.loss_pct() {
+                        detail.push(("realised_pct", format!("{pct:.2}")));
+                    }
+                }
+                Err(why) => detail.push(("counters_unreadable", why)),
+            }
+            cx.event("packet_loss_measured", &role, &detail);
             cx.event(
                 "network_restored",
                 &role,
@@ -615,55 +942,66 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let netns = Netns::open(child.id(), "probe").unwrap();
-        let rules = rules(Direction::Both, &net());
+        let partition = rules(Direction::Both, &net());
+        let loss = loss_rules(Direction::Both, &net(), 1000);
         let mut exercised = Vec::new();
-        for (i, backend) in IPTABLES
-            .iter()
-            .map(|b| Backend::Iptables(b))
-            .chain([Backend::Nft])
-            .enumerate()
-        {
-            let tag = format!("chaos-unit-{}-p{i}", std::process::id());
-            if let Err(why) = netns.add(&backend, &rules, &tag).await {
-                eprintln!("{backend:?} not usable here: {why}");
-                continue;
-            }
-            // Only the target namespace holds them (other stacks may change the host's rules
-            // meanwhile, so look for ours, not for no change). Not through iptables-legacy:
-            // listing with it would itself create empty legacy tables on the host.
-            let host = match &backend {
-                Backend::Iptables("iptables-legacy") => None,
-                Backend::Iptables(bin) => Some(std::process::Command::new(bin).arg("-S").output()),
-                Backend::Nft => Some(
-                    std::process::Command::new("nft")
-                        .args(["list", "tables"])
-                        .output(),
-                ),
-            };
-            if let Some(host) = host {
-                let host = String::from_utf8_lossy(&host.unwrap().stdout).into_owned();
+        for rules in [&partition, &loss] {
+            for (i, backend) in IPTABLES
+                .iter()
+                .map(|b| Backend::Iptables(b))
+                .chain([Backend::Nft])
+                .enumerate()
+            {
+                let tag = format!("chaos-unit-{}-p{i}-{}", std::process::id(), rules.len());
+                if let Err(why) = netns.add(&backend, rules, &tag).await {
+                    eprintln!("{backend:?} not usable here: {why}");
+                    continue;
+                }
+                // Only the target namespace holds them (other stacks may change the host's rules
+                // meanwhile, so look for ours, not for no change). Not through iptables-legacy:
+                // listing with it would itself create empty legacy tables on the host.
+                let host = match &backend {
+                    Backend::Iptables("iptables-legacy") => None,
+                    Backend::Iptables(bin) => {
+                        Some(std::process::Command::new(bin).arg("-S").output())
+                    }
+                    Backend::Nft => Some(
+                        std::process::Command::new("nft")
+                            .args(["list", "tables"])
+                            .output(),
+                    ),
+                };
+                if let Some(host) = host {
+                    let host = String::from_utf8_lossy(&host.unwrap().stdout).into_owned();
+                    assert!(
+                        !host.contains(&tag) && !host.contains(&nft_table(&tag)),
+                        "{backend:?} put rules on the host"
+                    );
+                }
+                let listed = netns.leftovers(&backend, &tag).await.unwrap();
                 assert!(
-                    !host.contains(&tag) && !host.contains(&nft_table(&tag)),
-                    "{backend:?} put rules on the host"
+                    !listed.is_empty(),
+                    "{backend:?}: the rules do not list back"
                 );
+                if rules == &loss {
+                    // Both chains' counters read back (nothing crossed this empty namespace).
+                    let t = netns.tallies(&backend, &tag).await.unwrap();
+                    assert_eq!(t.len(), 2, "{backend:?}: {t:?}");
+                    assert!(t.values().all(|c| *c == Tally::default()), "{t:?}");
+                }
+                assert_eq!(
+                    netns.remove(&backend, rules, &tag).await,
+                    Ok(rules.len()),
+                    "{backend:?}"
+                );
+                // Removing again finds nothing left and still verifies.
+                assert_eq!(
+                    netns.remove(&backend, rules, &tag).await,
+                    Ok(rules.len()),
+                    "{backend:?}"
+                );
+                exercised.push(backend);
             }
-            let listed = netns.leftovers(&backend, &tag).await.unwrap();
-            assert!(
-                !listed.is_empty(),
-                "{backend:?}: the rules do not list back"
-            );
-            assert_eq!(
-                netns.remove(&backend, &rules, &tag).await,
-                Ok(rules.len()),
-                "{backend:?}"
-            );
-            // Removing again finds nothing left and still verifies.
-            assert_eq!(
-                netns.remove(&backend, &rules, &tag).await,
-                Ok(rules.len()),
-                "{backend:?}"
-            );
-            exercised.push(backend);
         }
         let _ = child.kill();
         let _ = child.wait();
@@ -671,6 +1009,86 @@ mod tests {
             !exercised.is_empty(),
             "no packet filter backend works on this host"
         );
+    }
+
+    #[test]
+    fn loss_counts_every_packet_ahead_of_the_random_drop() {
+        assert_eq!(share_of_percent("10"), Some(1000));
+        assert_eq!(share_of_percent("2.5"), Some(250));
+        assert_eq!(share_of_percent("100"), Some(10_000));
+        assert_eq!(share_of_percent("0"), None);
+        assert_eq!(share_of_percent("120"), None);
+        assert_eq!(probability(1000), "0.1000");
+        assert_eq!(probability(10_000), "1.0000");
+        let r = loss_rules(Direction::Ingress, &net(), 3000);
+        // iptables: `-I` puts each rule at the top, so the counting rule goes in last.
+        assert_eq!(
+            restore_script("-I", &r, "t"),
+            "*filter\n\
+             -I INPUT -s 172.18.0.0/16 -m comment --comment t -m statistic --mode random --probability 0.3000 -j DROP\n\
+             -I INPUT -s 172.18.0.0/16 -m comment --comment t\n\
+             COMMIT\n"
+        );
+        assert_eq!(
+            iptables_args("-D", &r[1], "t").join(" "),
+            "-w 5 -D INPUT -s 172.18.0.0/16 -m comment --comment t"
+        );
+        // nft: rules run in order, so the counter comes first.
+        let n = nft_script(&r, "t");
+        let count = n.find("ip saddr 172.18.0.0/16 counter\n").expect(&n);
+        let drop = n
+            .find("ip saddr 172.18.0.0/16 numgen random mod 10000 < 3000 counter drop")
+            .expect(&n);
+        assert!(count < drop, "{n}");
+        assert_eq!(
+            describe(&Backend::Iptables("iptables"), &r, "postgres"),
+            "iptables -I INPUT -s 172.18.0.0/16 -m statistic --mode random --probability 0.3000 -j DROP in postgres netns"
+        );
+    }
+
+    #[test]
+    fn tallies_read_back_from_both_listings() {
+        // As `iptables -S -v` (1.8.9, nf_tables) prints them.
+        let listing = "-P INPUT ACCEPT -c 0 0\n\
+             -A INPUT -s 172.18.0.0/16 -m comment --comment t1 -c 1000 52000\n\
+             -A INPUT -s 172.18.0.0/16 -m comment --comment t1 -m statistic --mode random --probability 0.10000000009 -c 98 5096 -j DROP\n\
+             -A OUTPUT -d 172.18.0.0/16 -m comment --comment t1 -c 500 26000\n\
+             -A OUTPUT -d 172.18.0.0/16 -m comment --comment t1 -m statistic --mode random --probability 0.10000000009 -c 52 2704 -j DROP\n\
+             -A OUTPUT -d 172.18.0.0/16 -m comment --comment t12 -c 7 7\n";
+        let t = iptables_tallies(listing, "t1");
+        assert_eq!(
+            t["INPUT"],
+            Tally {
+                seen: 1000,
+                dropped: 98
+            }
+        );
+        assert_eq!(
+            t["OUTPUT"],
+            Tally {
+                seen: 500,
+                dropped: 52
+            }
+        );
+        assert!((t["INPUT"].loss_pct().unwrap() - 9.8).abs() < 1e-9);
+        assert_eq!(Tally::default().loss_pct(), None);
+        // As `nft list table ip T` prints them.
+        let listing = "table ip t1 {\n\
+             \tchain input {\n\
+             \t\ttype filter hook input priority filter - 10; policy accept;\n\
+             \t\tip saddr 172.18.0.0/16 counter packets 400 bytes 1\n\
+             \t\tip saddr 172.18.0.0/16 numgen random mod 10000 < 3000 counter packets 121 bytes 2 drop\n\
+             \t}\n\
+             }\n";
+        let t = nft_tallies(listing);
+        assert_eq!(
+            t["INPUT"],
+            Tally {
+                seen: 400,
+                dropped: 121
+            }
+        );
+        assert!(!t.contains_key("OUTPUT"));
     }
 
     #[test]

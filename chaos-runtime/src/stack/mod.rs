@@ -685,6 +685,22 @@ impl Stack {
         })
     }
 
+    /// The IPv4 address of `role` on the stack network, while it runs (`None` when it has none).
+    pub async fn address(&self, role: &str) -> Result<Option<String>, StackError> {
+        let svc = self.services.get(role).expect("unknown role");
+        let info = self
+            .docker
+            .inspect_container(&svc.id, None::<InspectContainerOptions>)
+            .await
+            .map_err(docker_err(format!("inspect {}", svc.name)))?;
+        Ok(info
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut nets| nets.remove(&self.network))
+            .and_then(|n| n.ip_address)
+            .filter(|ip| !ip.is_empty()))
+    }
+
     /// Starts a stopped (killed) service again and waits until it serves.
     pub async fn start_service(&self, role: &str) -> Result<(), StackError> {
         let svc = self.services.get(role).expect("unknown role");

@@ -1,0 +1,140 @@
+//! A steady stream of UDP datagrams across a lossy link, so the loss that was realised can be
+//! measured whatever the workload's TCP does.
+//!
+//! TCP backs off under loss: at 30 % a request/response workload sends a few hundred packets in
+//! a few seconds, too few to tell 28 % from 30 % (one standard deviation is 2.5 points at 330
+//! packets). For the length of a `packet_loss` fault the runtime therefore sends 1,000 datagrams
+//! a second each way between the target and one peer of the stack, from sockets made inside
+//! their network namespaces (no traffic leaves the stack network, nothing is sent from the
+//! host's). They go to the discard port (9), where nothing listens; the peer's ICMP answers are
+//! rate-limited by its kernel. The loss rules count every packet, the probe's and the system's.
+use super::netns::Netns;
+use super::network::Direction;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::net::UdpSocket;
+
+/// Datagrams a second in each direction.
+pub const RATE: u64 = 1_000;
+/// Sent together every tick (a 5 ms tick keeps timer wake-ups low).
+const BURST: u64 = 5;
+
+/// A running probe; [`Probe::stop`] ends it and says how many datagrams went out.
+pub(crate) struct Probe {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+    /// `postgres <-> orders (172.18.0.3)`, for the timeline.
+    pub(crate) between: String,
+}
+
+impl Probe {
+    /// Starts the stream between the target (`netns`, `target_ip`) and a peer; ingress is the
+    /// peer sending to the target, egress the target sending to the peer.
+    pub(crate) fn start(
+        direction: Direction,
+        netns: &Netns,
+        target_ip: &str,
+        peer: &Netns,
+        peer_ip: &str,
+    ) -> std::io::Result<Probe> {
+        let mut flows = Vec::new();
+        if matches!(direction, Direction::Ingress | Direction::Both) {
+            flows.push((peer.udp_socket()?, format!("{target_ip}:9")));
+        }
+        if matches!(direction, Direction::Egress | Direction::Both) {
+            flows.push((netns.udp_socket()?, format!("{peer_ip}:9")));
+        }
+        let flows: Vec<(UdpSocket, String)> = flows
+            .into_iter()
+            .map(|(s, to)| UdpSocket::from_std(s).map(|s| (s, to)))
+            .collect::<std::io::Result<_>>()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn({
+            let (stop, sent) = (stop.clone(), sent.clone());
+            async move {
+                let mut tick =
+                    tokio::time::interval(Duration::from_micros(1_000_000 * BURST / RATE));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                while !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    for (socket, to) in &flows {
+                        for _ in 0..BURST {
+                            // A full socket buffer or an ICMP error is not the probe's business.
+                            if socket.send_to(b"chaos-probe", to).await.is_ok() {
+                                sent.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Probe {
+            stop,
+            sent,
+            task,
+            between: String::new(),
+        })
+    }
+
+    /// Stops the stream; the number of datagrams sent.
+    pub(crate) async fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut self.task).await;
+        self.sent.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.abort();
+    }
+}
+
+/// Starts a probe between `target` and the first other role of the stack that runs and has an
+/// address on the stack network. `Err(why not)`: the fault goes on without it.
+pub(crate) async fn between(
+    cx: &super::FaultCx,
+    target: &str,
+    direction: Direction,
+    netns: &Netns,
+) -> Result<Probe, String> {
+    let target_ip = cx
+        .stack
+        .address(target)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{target} has no address on the stack network"))?;
+    let mut why = Vec::new();
+    for role in cx.stack.roles().into_iter().filter(|r| r != target) {
+        let pid = match cx.stack.watched(&role).await {
+            Ok(w) if w.pid > 0 => w.pid,
+            _ => continue,
+        };
+        let Ok(Some(ip)) = cx.stack.address(&role).await else {
+            continue;
+        };
+        let peer = match Netns::open(pid, &role) {
+            Ok(ns) => ns,
+            Err(e) => {
+                why.push(format!("{role}: {e}"));
+                continue;
+            }
+        };
+        match Probe::start(direction, netns, &target_ip, &peer, &ip) {
+            Ok(mut p) => {
+                p.between = format!("{target} ({target_ip}) <-> {role} ({ip})");
+                return Ok(p);
+            }
+            Err(e) => why.push(format!("{role}: {e}")),
+        }
+    }
+    Err(if why.is_empty() {
+        "no other running role with an address on the stack network".into()
+    } else {
+        why.join("; ")
+    })
+}
