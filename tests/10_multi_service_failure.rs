@@ -79,9 +79,7 @@ async fn reads_survive_redis_death_and_a_postgres_partition_and_recover_database
     let failed_early: Vec<_> = tl
         .samples
         .iter()
-        .filter(|s| {
-            !s.ok && s.t_ms >= redis.injected_ms && s.t_ms + s.latency_ms < pg.injected_ms
-        })
+        .filter(|s| !s.ok && s.t_ms >= redis.injected_ms && s.t_ms + s.latency_ms < pg.injected_ms)
         .collect();
     assert!(
         failed_early.is_empty(),
