@@ -146,6 +146,21 @@ pub fn cargo_command() -> Command {
     cmd
 }
 
+/// What a plain `cargo test` in `root` runs, out of a `--workspace` build: the root package's
+/// binaries when the root manifest is a package, else every member's.
+pub fn default_selection(root: &Path, bins: Vec<TestBinary>) -> Vec<TestBinary> {
+    let is_package = std::fs::read_to_string(root.join("Cargo.toml"))
+        .is_ok_and(|t| t.lines().any(|l| l.trim() == "[package]"));
+    if !is_package {
+        return bins;
+    }
+    let canon = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    let root = canon(root);
+    bins.into_iter()
+        .filter(|b| canon(&b.package_dir) == root)
+        .collect()
+}
+
 /// Builds the test binaries (`cargo test --no-run`), calling `status` with each line cargo
 /// prints on stderr (`Compiling ...`, errors); returns the integration test binaries.
 pub fn build(
@@ -261,6 +276,35 @@ pub fn targets(bins: &[TestBinary], journaled: &BTreeSet<String>) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plain_run_keeps_the_root_packages_binaries_of_a_workspace_build() {
+        let dir = std::env::temp_dir().join(format!("chaos-sel-{}", std::process::id()));
+        let member = dir.join("examples/kv");
+        std::fs::create_dir_all(&member).unwrap();
+        let bin = |package: &str, package_dir: &Path| TestBinary {
+            package: package.into(),
+            target: "t".into(),
+            src_path: package_dir.join("tests/t.rs"),
+            executable: dir.join("target/debug/deps/t-1"),
+            package_dir: package_dir.to_path_buf(),
+        };
+        let bins = vec![bin("suite", &dir), bin("kv", &member)];
+        // A virtual workspace: `cargo test` runs every member.
+        std::fs::write(dir.join("Cargo.toml"), "[workspace]\nmembers = [\"examples/kv\"]\n")
+            .unwrap();
+        assert_eq!(default_selection(&dir, bins.clone()).len(), 2);
+        // A root package: `cargo test` runs its tests only.
+        std::fs::write(
+            dir.join("Cargo.toml"),
+            "[package]\nname = \"suite\"\n\n[workspace]\nmembers = [\"examples/kv\"]\n",
+        )
+        .unwrap();
+        let kept = default_selection(&dir, bins);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].package, "suite");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn package_ids_of_every_cargo_format() {

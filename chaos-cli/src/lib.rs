@@ -105,7 +105,16 @@ fn discover_targets(
         eprintln!("chaos: building the test binaries (cargo test --no-run)");
     }
     ui.status("building the test binaries (cargo test --no-run)");
-    let bins = discover::build(root, &packages.cargo_args(), |l| {
+    // Without -p/--workspace, build as `cargo test --workspace` does and keep what a plain
+    // `cargo test` here would run: a narrower cargo selection resolves the dev-dependencies'
+    // features differently and rebuilds half the tree (minutes) after `cargo test --workspace`.
+    let default_selection = packages.package.is_empty() && !packages.workspace;
+    let args = if default_selection {
+        vec!["--workspace".to_string()]
+    } else {
+        packages.cargo_args()
+    };
+    let bins = discover::build(root, &args, |l| {
         let l = l.trim();
         if let Some(rest) = l
             .strip_prefix("Compiling ")
@@ -120,7 +129,10 @@ fn discover_targets(
         }
     });
     ui.clear_status();
-    let bins = bins?;
+    let mut bins = bins?;
+    if default_selection {
+        bins = discover::default_selection(root, bins);
+    }
     ui.status("listing tests (<test binary> --list)");
     let t = discover::targets(&bins, &journaled(&dir));
     ui.clear_status();
