@@ -1134,7 +1134,7 @@ mod tests {
         assert_eq!(
             errors,
             [
-                "fault `cpu_throttle` does not take `direction`: its parameters are `cpus`\n`direction` belongs to the faults `network_partition`, `packet_loss`, `latency`"
+                "fault `cpu_throttle` does not take `direction`: its parameters are `cpus`\n`direction` belongs to the faults `network_partition`, `packet_loss`, `bandwidth`, `latency`"
             ]
         );
     }

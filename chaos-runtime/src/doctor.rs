@@ -322,6 +322,7 @@ pub const EXPERIMENTS: &[(&str, &str, &[&str], &[&str])] = &[
         &["process", "tcp"],
     ),
     ("11", "packet loss", &["packet_loss"], &["tcp"]),
+    ("12", "bandwidth limit", &["bandwidth"], &["tcp"]),
 ];
 
 /// Fix for a missing netem.
@@ -641,6 +642,16 @@ pub fn fault_support(kind: &str, f: &Facts) -> Result<String, String> {
             }
         }
         "pool_exhaustion" => Ok("a client holds every PostgreSQL connection".into()),
+        "bandwidth" => {
+            needs_root("a bandwidth limit (tc tbf in the target's netns)")?;
+            match &f.netns {
+                Ok(()) => Ok(
+                    "tc tbf in the target's netns (eth0 egress, ingress via ifb); no netem needed"
+                        .into(),
+                ),
+                Err(e) => Err(format!("cannot enter a network namespace: {e}")),
+            }
+        }
         other => Err(format!("unknown fault kind {other}")),
     }
 }
@@ -1151,7 +1162,7 @@ tracefs /sys/kernel/tracing tracefs rw,relatime 0 0
             (d.status, d.fix.as_deref()),
             (Status::Missing, Some("start it"))
         );
-        assert!(r.render_text().contains("11 experiment(s) cannot run"));
+        assert!(r.render_text().contains("12 experiment(s) cannot run"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub const FAULT_KINDS: &[&str] = &[
     "pause",
     "network_partition",
     "packet_loss",
+    "bandwidth",
     "latency",
     "memory_oom",
     "cpu_throttle",
@@ -27,6 +28,13 @@ pub const FAULT_PARAMS: &[(&str, &[(&str, ParamType)])] = &[
         "packet_loss",
         &[
             ("loss", ParamType::Percent),
+            ("direction", ParamType::Direction),
+        ],
+    ),
+    (
+        "bandwidth",
+        &[
+            ("rate", ParamType::Size),
             ("direction", ParamType::Direction),
         ],
     ),
@@ -134,6 +142,9 @@ pub fn describe(kind: &str) -> Option<&'static str> {
         }
         "packet_loss" => {
             "drop a random share of the target's packets to and from the stack (loss = \"10%\", direction)"
+        }
+        "bandwidth" => {
+            "limit the target's link to the stack to a rate (tc tbf; rate = \"1MiB\" per second, direction)"
         }
         "latency" => "the fault proxy in front of the target's ports adds latency/jitter",
         "memory_oom" => "lower the memory limit and push the target past it",

@@ -14,6 +14,7 @@
 //! namespace shows the kernel has what it needs, the proxy otherwise). The mechanism that acted,
 //! and why auto chose it, is the fault's `mechanism` in the timeline.
 use super::netns::Netns;
+use super::tc;
 use super::{FaultCx, FaultError, Healing, Injected};
 use crate::clock::mono_ns;
 use crate::observe::{Observation, Source};
@@ -31,8 +32,6 @@ use tokio::process::Command;
 pub const ENV: &str = "CHAOS_LATENCY";
 /// Latency when the fault does not say (ms).
 pub const DEFAULT_LATENCY_MS: u64 = 100;
-/// The ifb device netem uses for ingress delay, inside the target's namespace.
-const IFB: &str = "chaos-ifb0";
 
 /// Whether `CHAOS_LATENCY` asks for netem and nothing else.
 pub(crate) fn forced_netem() -> bool {
@@ -318,55 +317,16 @@ fn netem_args(shape: Shape) -> Vec<String> {
     v
 }
 
-/// Packets netem delayed on a device, from `tc -s qdisc show`.
-async fn netem_sent_packets(ns: &Netns, dev: &str) -> u64 {
-    let out = ns
-        .exec(&["tc", "-s", "qdisc", "show", "dev", dev])
-        .await
-        .unwrap_or_default();
-    parse_netem_sent(&out)
-}
-
 /// `qdisc netem 8001: root ... \n Sent 1234 bytes 17 pkt (dropped 0, ...)` -> 17.
 pub fn parse_netem_sent(tc_output: &str) -> u64 {
-    let mut in_netem = false;
-    for line in tc_output.lines() {
-        let line = line.trim();
-        if line.starts_with("qdisc ") {
-            in_netem = line.starts_with("qdisc netem");
-        } else if in_netem && let Some(rest) = line.strip_prefix("Sent ") {
-            let words: Vec<&str> = rest.split_whitespace().collect();
-            if let Some(i) = words.iter().position(|w| *w == "pkt") {
-                return words
-                    .get(i.wrapping_sub(1))
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-            }
-        }
-    }
-    0
+    tc::parse_sent(tc_output, "netem").1
 }
 
-async fn netem_undo(ns: &Netns, shape: Shape) -> Vec<String> {
-    let mut errors = Vec::new();
-    if shape.egress
-        && let Err(e) = ns
-            .exec(&["tc", "qdisc", "del", "dev", "eth0", "root"])
-            .await
-    {
-        errors.push(e);
+fn ways(shape: Shape) -> tc::Ways {
+    tc::Ways {
+        egress: shape.egress,
+        ingress: shape.ingress,
     }
-    if shape.ingress {
-        for args in [
-            &["tc", "qdisc", "del", "dev", "eth0", "ingress"][..],
-            &["ip", "link", "del", IFB][..],
-        ] {
-            if let Err(e) = ns.exec(args).await {
-                errors.push(e);
-            }
-        }
-    }
-    errors
 }
 
 /// tc netem inside the target's network namespace.
@@ -390,31 +350,12 @@ async fn netem(cx: &Arc<FaultCx>, target: &str, shape: Shape) -> Result<Injected
     })?;
     let delay = netem_args(shape);
     let delay: Vec<&str> = delay.iter().map(String::as_str).collect();
-    let mut steps: Vec<Vec<&str>> = Vec::new();
-    if shape.egress {
-        steps.push([&["tc", "qdisc", "add", "dev", "eth0", "root"][..], &delay].concat());
-    }
-    if shape.ingress {
-        steps.push(vec!["ip", "link", "add", IFB, "type", "ifb"]);
-        steps.push(vec!["ip", "link", "set", IFB, "up"]);
-        steps.push(vec![
-            "tc", "qdisc", "add", "dev", "eth0", "handle", "ffff:", "ingress",
-        ]);
-        steps.push(vec![
-            "tc", "filter", "add", "dev", "eth0", "parent", "ffff:", "matchall", "action",
-            "mirred", "egress", "redirect", "dev", IFB,
-        ]);
-        steps.push([&["tc", "qdisc", "add", "dev", IFB, "root"][..], &delay].concat());
-    }
-    for step in &steps {
-        if let Err(e) = ns.exec(step).await {
-            let _ = netem_undo(&ns, shape).await;
-            return Err(FaultError::Unsupported {
-                fault: format!("latency {target}"),
-                why: format!("tc netem failed in the target's network namespace: {e}"),
-                fix: format!("load sch_netem (and ifb for ingress), or use {ENV}=proxy"),
-            });
-        }
+    if let Err(e) = tc::install(&ns, ways(shape), &delay).await {
+        return Err(FaultError::Unsupported {
+            fault: format!("latency {target}"),
+            why: format!("tc netem failed in the target's network namespace: {e}"),
+            fix: format!("load sch_netem (and ifb for ingress), or use {ENV}=proxy"),
+        });
     }
     cx.event(
         "netem_added",
@@ -436,12 +377,12 @@ async fn netem(cx: &Arc<FaultCx>, target: &str, shape: Shape) -> Result<Injected
         healing: Healing::new(move |cx, _| async move {
             let mut delayed = 0;
             if shape.egress {
-                delayed += netem_sent_packets(&ns, "eth0").await;
+                delayed += tc::sent(&ns, "eth0", "netem").await.1;
             }
             if shape.ingress {
-                delayed += netem_sent_packets(&ns, IFB).await;
+                delayed += tc::sent(&ns, tc::IFB, "netem").await.1;
             }
-            let errors = netem_undo(&ns, shape).await;
+            let errors = tc::remove(&ns, ways(shape)).await;
             cx.event(
                 "netem_removed",
                 &target,

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod bandwidth;
 pub(crate) mod cgroup;
 pub mod container;
 pub mod cpu;
@@ -19,6 +20,7 @@ pub(crate) mod netns;
 pub mod network;
 pub mod pool;
 pub(crate) mod probe;
+pub(crate) mod tc;
 
 /// What a fault kind does from this process that only root can do on the Docker host, if
 /// anything; `None` for the kinds that work through the Docker API, the fault proxy or a
@@ -33,6 +35,10 @@ pub fn needs_root(kind: &str) -> Option<&'static str> {
         ),
         "network_partition" | "packet_loss" => Some(
             "it adds DROP rules with iptables/nft inside the target's network namespace \
+             (entered with setns, which needs CAP_SYS_ADMIN and CAP_NET_ADMIN)",
+        ),
+        "bandwidth" => Some(
+            "it sets tc tbf qdiscs (and an ifb device) inside the target's network namespace \
              (entered with setns, which needs CAP_SYS_ADMIN and CAP_NET_ADMIN)",
         ),
         "latency" if latency::forced_netem() => Some(
@@ -179,6 +185,7 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
         "disk_io" => disk::inject(cx, spec).await,
         "network_partition" => network::inject(cx, spec).await,
         "packet_loss" => network::inject_loss(cx, spec).await,
+        "bandwidth" => bandwidth::inject(cx, spec).await,
         "pool_exhaustion" => pool::inject(cx, spec).await,
         "latency" => latency::inject(cx, spec).await,
         other => Err(FaultError::Unsupported {
@@ -240,7 +247,10 @@ mod tests {
             .collect();
         // latency needs root only when netem is forced (CHAOS_LATENCY=netem).
         if !super::latency::forced_netem() {
-            assert_eq!(root, ["network_partition", "packet_loss", "disk_io"]);
+            assert_eq!(
+                root,
+                ["network_partition", "packet_loss", "bandwidth", "disk_io"]
+            );
         }
     }
 }

@@ -103,10 +103,13 @@ impl Netns {
         })
     }
 
-    /// A UDP socket of this namespace: made on a short-lived thread that enters the namespace
-    /// (a thread's `setns` changes that thread only); the socket keeps its namespace wherever
-    /// it is used afterwards. Unconnected, non-blocking.
-    pub(crate) fn udp_socket(&self) -> std::io::Result<std::net::UdpSocket> {
+    /// Runs `make` on a short-lived thread that entered this namespace (a thread's `setns`
+    /// changes that thread only): a socket made there keeps the namespace wherever it is used
+    /// afterwards.
+    fn inside<T: Send>(
+        &self,
+        make: impl FnOnce() -> std::io::Result<T> + Send,
+    ) -> std::io::Result<T> {
         let fd = self.fd.as_raw_fd();
         std::thread::scope(|s| {
             s.spawn(move || {
@@ -114,12 +117,40 @@ impl Netns {
                 if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
-                socket.set_nonblocking(true)?;
-                Ok(socket)
+                make()
             })
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the socket thread panicked")))
+        })
+    }
+
+    /// An unconnected, non-blocking UDP socket of this namespace.
+    pub(crate) fn udp_socket(&self) -> std::io::Result<std::net::UdpSocket> {
+        self.inside(|| {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            socket.set_nonblocking(true)?;
+            Ok(socket)
+        })
+    }
+
+    /// A non-blocking TCP listener of this namespace on an ephemeral port of every address.
+    pub(crate) fn tcp_listener(&self) -> std::io::Result<std::net::TcpListener> {
+        self.inside(|| {
+            let listener = std::net::TcpListener::bind("0.0.0.0:0")?;
+            listener.set_nonblocking(true)?;
+            Ok(listener)
+        })
+    }
+
+    /// A non-blocking TCP stream from this namespace to `addr` (connected within 2 s).
+    pub(crate) fn tcp_connect(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> std::io::Result<std::net::TcpStream> {
+        self.inside(move || {
+            let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+            stream.set_nonblocking(true)?;
+            Ok(stream)
         })
     }
 
