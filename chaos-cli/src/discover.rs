@@ -291,8 +291,11 @@ mod tests {
         };
         let bins = vec![bin("suite", &dir), bin("kv", &member)];
         // A virtual workspace: `cargo test` runs every member.
-        std::fs::write(dir.join("Cargo.toml"), "[workspace]\nmembers = [\"examples/kv\"]\n")
-            .unwrap();
+        std::fs::write(
+            dir.join("Cargo.toml"),
+            "[workspace]\nmembers = [\"examples/kv\"]\n",
+        )
+        .unwrap();
         assert_eq!(default_selection(&dir, bins.clone()).len(), 2);
         // A root package: `cargo test` runs its tests only.
         std::fs::write(
