@@ -1,6 +1,6 @@
 //! Bandwidth: a token-bucket limit (`tbf`) on the target's link to the stack, each way asked,
 //! inside its network namespace (egress on `eth0`, ingress through an `ifb` device: see
-//! [`super::tc`]). No netem involved.
+//! `fault/tc.rs`). No netem involved.
 //!
 //! The rate is measured, not assumed: for the first [`MEASURE_FOR`] of the fault the runtime
 //! pushes a bulk TCP transfer through each limited direction, between the target and one peer of

@@ -753,7 +753,7 @@ pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultErr
 
 /// Injects `packet_loss`: in the target's netns, a rule per direction that drops `loss` percent
 /// of the packets to/from the stack subnet at random (default 10 %), beside a rule counting
-/// them all, and a UDP probe stream across the link (see [`super::probe`]). At heal the probe
+/// them all, and a UDP probe stream across the link (see `fault/probe.rs`). At heal the probe
 /// stops and the counters are read (event `packet_loss_measured`: packets seen and dropped per
 /// direction, the realised loss) before the rules go.
 pub async fn inject_loss(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultError> {
