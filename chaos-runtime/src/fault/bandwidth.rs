@@ -224,30 +224,15 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
 
 /// The measurement transfers, each limited way at once; the event `bandwidth_measured`.
 async fn measure(cx: Arc<FaultCx>, target: String, ns: Arc<Netns>, ways: tc::Ways) {
-    let peer = async {
-        let target_ip = cx
-            .stack
-            .address(&target)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("the target has no address on the stack network")?;
-        for role in cx.stack.roles().into_iter().filter(|r| *r != target) {
-            let Ok(w) = cx.stack.watched(&role).await else {
-                continue;
-            };
-            let Ok(Some(ip)) = cx.stack.address(&role).await else {
-                continue;
-            };
-            if let Ok(peer) = Netns::open(w.pid, &role) {
-                return Ok::<_, String>((target_ip, role, ip, peer));
-            }
-        }
-        Err("no other running role with an address on the stack network".to_string())
-    };
     let mut detail = Vec::new();
-    match peer.await {
+    match super::probe::peer(&cx, &target).await {
         Err(why) => detail.push(("not_measured", why)),
-        Ok((target_ip, role, peer_ip, peer)) => {
+        Ok(super::probe::Peer {
+            target_ip,
+            role,
+            ip: peer_ip,
+            netns: peer,
+        }) => {
             detail.push(("peer", role));
             let ingress = async {
                 if ways.ingress {

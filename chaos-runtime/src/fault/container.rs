@@ -77,12 +77,7 @@ pub async fn restart(cx: &FaultCx, role: &str, deadline: Duration) -> Result<(),
         })?;
     cx.rewatch(role).await;
     cx.event("container_restarted", role, &[]);
-    cx.stack
-        .wait_ready(role, deadline)
-        .await
-        .map_err(|source| FaultError::Stack { fault, source })?;
-    cx.event("service_ready", role, &[]);
-    Ok(())
+    cx.serving(role, deadline, fault).await
 }
 
 /// Unpauses a frozen container.

@@ -124,6 +124,22 @@ impl FaultCx {
         self.event_at(mono_ns(), kind, container, detail)
     }
 
+    /// Waits until `role` serves again after a heal (its readiness probe, bounded by
+    /// `deadline`), then records `service_ready`. `fault` names the heal in the error.
+    pub async fn serving(
+        &self,
+        role: &str,
+        deadline: Duration,
+        fault: String,
+    ) -> Result<(), FaultError> {
+        self.stack
+            .wait_ready(role, deadline)
+            .await
+            .map_err(|source| FaultError::Stack { fault, source })?;
+        self.event("service_ready", role, &[]);
+        Ok(())
+    }
+
     /// Records a runtime event that happened at `at_ns` (CLOCK_MONOTONIC).
     pub fn event_at(&self, at_ns: u64, kind: &str, container: &str, detail: &[(&str, String)]) {
         let _ = self.sink.send(Observation {

@@ -714,41 +714,55 @@ pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultErr
     let direction = direction_of(spec, &fault)?;
     let subnets = stack_subnets(cx, &fault).await?;
     let rules = rules(direction, &subnets);
-    let Installed {
-        netns,
-        backend,
-        tag,
-    } = install(cx, spec, &fault, &rules).await?;
-    let mechanism = describe(&backend, &rules, spec.target);
+    let installed = install(cx, spec, &fault, &rules).await?;
+    let mechanism = describe(&installed.backend, &rules, spec.target);
     let role = spec.target.to_string();
     Ok(Injected {
         mechanism,
         healing: Healing::new(move |cx, deadline| async move {
-            let fault = format!("heal network_partition {role}");
-            let removed =
-                netns
-                    .remove(&backend, &rules, &tag)
-                    .await
-                    .map_err(|what| FaultError::Other {
-                        fault: fault.clone(),
-                        what,
-                    })?;
-            cx.event(
-                "network_restored",
+            lift(
+                &cx,
+                &installed,
+                &rules,
                 &role,
-                &[
-                    ("direction", direction.name().to_string()),
-                    ("rules_removed", removed.to_string()),
-                ],
-            );
-            cx.stack
-                .wait_ready(&role, deadline)
-                .await
-                .map_err(|source| FaultError::Stack { fault, source })?;
-            cx.event("service_ready", &role, &[]);
-            Ok(())
+                direction,
+                deadline,
+                "network_partition",
+            )
+            .await
         }),
     })
+}
+
+/// Heals a cut: removes the rules (proven gone by listing), then waits until the target serves
+/// again. Events `network_restored` and `service_ready`.
+async fn lift(
+    cx: &FaultCx,
+    installed: &Installed,
+    rules: &[Rule],
+    role: &str,
+    direction: Direction,
+    deadline: std::time::Duration,
+    kind: &str,
+) -> Result<(), FaultError> {
+    let fault = format!("heal {kind} {role}");
+    let removed = installed
+        .netns
+        .remove(&installed.backend, rules, &installed.tag)
+        .await
+        .map_err(|what| FaultError::Other {
+            fault: fault.clone(),
+            what,
+        })?;
+    cx.event(
+        "network_restored",
+        role,
+        &[
+            ("direction", direction.name().to_string()),
+            ("rules_removed", removed.to_string()),
+        ],
+    );
+    cx.serving(role, deadline, fault).await
 }
 
 /// Injects `packet_loss`: in the target's netns, a rule per direction that drops `loss` percent
@@ -766,15 +780,11 @@ pub async fn inject_loss(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, Fau
     })?;
     let subnets = stack_subnets(cx, &fault).await?;
     let rules = loss_rules(direction, &subnets, per_10k);
-    let Installed {
-        netns,
-        backend,
-        tag,
-    } = install(cx, spec, &fault, &rules).await?;
-    let probe = super::probe::between(cx, spec.target, direction, &netns).await;
+    let installed = install(cx, spec, &fault, &rules).await?;
+    let probe = super::probe::between(cx, spec.target, direction, &installed.netns).await;
     let mechanism = format!(
         "{}; probe: {}",
-        describe(&backend, &rules, spec.target),
+        describe(&installed.backend, &rules, spec.target),
         match &probe {
             Ok(p) => format!(
                 "{} UDP datagrams/s each way, {}",
@@ -788,21 +798,15 @@ pub async fn inject_loss(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, Fau
     Ok(Injected {
         mechanism,
         healing: Healing::new(move |cx, deadline| async move {
-            let fault = format!("heal packet_loss {role}");
             let probe_sent = match probe {
                 Ok(p) => Some(p.stop().await),
                 Err(_) => None,
             };
             // Read before removing: the counters go with the rules.
-            let tallies = netns.tallies(&backend, &tag).await;
-            let removed =
-                netns
-                    .remove(&backend, &rules, &tag)
-                    .await
-                    .map_err(|what| FaultError::Other {
-                        fault: fault.clone(),
-                        what,
-                    })?;
+            let tallies = installed
+                .netns
+                .tallies(&installed.backend, &installed.tag)
+                .await;
             let mut detail = vec![
                 ("direction", direction.name().to_string()),
                 ("asked_pct", asked.clone()),
@@ -831,20 +835,16 @@ pub async fn inject_loss(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, Fau
                 Err(why) => detail.push(("counters_unreadable", why)),
             }
             cx.event("packet_loss_measured", &role, &detail);
-            cx.event(
-                "network_restored",
+            lift(
+                &cx,
+                &installed,
+                &rules,
                 &role,
-                &[
-                    ("direction", direction.name().to_string()),
-                    ("rules_removed", removed.to_string()),
-                ],
-            );
-            cx.stack
-                .wait_ready(&role, deadline)
-                .await
-                .map_err(|source| FaultError::Stack { fault, source })?;
-            cx.event("service_ready", &role, &[]);
-            Ok(())
+                direction,
+                deadline,
+                "packet_loss",
+            )
+            .await
         }),
     })
 }

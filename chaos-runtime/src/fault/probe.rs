@@ -94,14 +94,21 @@ impl Drop for Probe {
     }
 }
 
-/// Starts a probe between `target` and the first other role of the stack that runs and has an
-/// address on the stack network. `Err(why not)`: the fault goes on without it.
-pub(crate) async fn between(
-    cx: &super::FaultCx,
-    target: &str,
-    direction: Direction,
-    netns: &Netns,
-) -> Result<Probe, String> {
+/// A role of the stack other than the target, to send to and from: its address and namespace,
+/// and the target's address.
+pub(crate) struct Peer {
+    /// The target's address on the stack network.
+    pub(crate) target_ip: String,
+    /// The peer's role.
+    pub(crate) role: String,
+    /// Its address on the stack network.
+    pub(crate) ip: String,
+    /// Its network namespace.
+    pub(crate) netns: Netns,
+}
+
+/// The first other role of the stack that runs and has an address on the stack network.
+pub(crate) async fn peer(cx: &super::FaultCx, target: &str) -> Result<Peer, String> {
     let target_ip = cx
         .stack
         .address(target)
@@ -117,17 +124,14 @@ pub(crate) async fn between(
         let Ok(Some(ip)) = cx.stack.address(&role).await else {
             continue;
         };
-        let peer = match Netns::open(pid, &role) {
-            Ok(ns) => ns,
-            Err(e) => {
-                why.push(format!("{role}: {e}"));
-                continue;
-            }
-        };
-        match Probe::start(direction, netns, &target_ip, &peer, &ip) {
-            Ok(mut p) => {
-                p.between = format!("{target} ({target_ip}) <-> {role} ({ip})");
-                return Ok(p);
+        match Netns::open(pid, &role) {
+            Ok(netns) => {
+                return Ok(Peer {
+                    target_ip,
+                    role,
+                    ip,
+                    netns,
+                });
             }
             Err(e) => why.push(format!("{role}: {e}")),
         }
@@ -137,4 +141,21 @@ pub(crate) async fn between(
     } else {
         why.join("; ")
     })
+}
+
+/// Starts a probe between `target` and a [`peer`]. `Err(why not)`: the fault goes on without it.
+pub(crate) async fn between(
+    cx: &super::FaultCx,
+    target: &str,
+    direction: Direction,
+    netns: &Netns,
+) -> Result<Probe, String> {
+    let peer = peer(cx, target).await?;
+    let mut p = Probe::start(direction, netns, &peer.target_ip, &peer.netns, &peer.ip)
+        .map_err(|e| format!("{}: {e}", peer.role))?;
+    p.between = format!(
+        "{target} ({}) <-> {} ({})",
+        peer.target_ip, peer.role, peer.ip
+    );
+    Ok(p)
 }

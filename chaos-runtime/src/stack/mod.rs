@@ -669,14 +669,29 @@ impl Stack {
         self.declared.get(role)
     }
 
-    /// What observers need to attribute events to a service (pid refreshed from Docker).
-    pub async fn watched(&self, role: &str) -> Result<WatchedContainer, StackError> {
+    /// Docker's view of `role`'s container now.
+    async fn inspect(
+        &self,
+        role: &str,
+    ) -> Result<
+        (
+            &Service,
+            testcontainers::bollard::models::ContainerInspectResponse,
+        ),
+        StackError,
+    > {
         let svc = self.services.get(role).expect("unknown role");
         let info = self
             .docker
             .inspect_container(&svc.id, None::<InspectContainerOptions>)
             .await
             .map_err(docker_err(format!("inspect {}", svc.name)))?;
+        Ok((svc, info))
+    }
+
+    /// What observers need to attribute events to a service (pid refreshed from Docker).
+    pub async fn watched(&self, role: &str) -> Result<WatchedContainer, StackError> {
+        let (svc, info) = self.inspect(role).await?;
         let pid = info.state.and_then(|s| s.pid).unwrap_or(0).max(0) as u32;
         Ok(WatchedContainer {
             role: role.to_string(),
@@ -687,12 +702,7 @@ impl Stack {
 
     /// The IPv4 address of `role` on the stack network, while it runs (`None` when it has none).
     pub async fn address(&self, role: &str) -> Result<Option<String>, StackError> {
-        let svc = self.services.get(role).expect("unknown role");
-        let info = self
-            .docker
-            .inspect_container(&svc.id, None::<InspectContainerOptions>)
-            .await
-            .map_err(docker_err(format!("inspect {}", svc.name)))?;
+        let (_, info) = self.inspect(role).await?;
         Ok(info
             .network_settings
             .and_then(|n| n.networks)
