@@ -23,6 +23,7 @@
 //! - Every resource is labelled and removed, even on panic; a sweep removes what killed runs left.
 #![warn(missing_docs)]
 
+mod agent;
 pub mod clock;
 pub mod docker;
 pub mod doctor;
@@ -35,6 +36,7 @@ pub mod invariant;
 pub mod journal;
 pub mod observe;
 pub mod progress;
+pub mod reach;
 mod reaper;
 pub mod report;
 mod run;

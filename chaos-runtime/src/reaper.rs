@@ -1,8 +1,9 @@
 //! The reaper: whatever ends this process, its containers, networks and volumes go.
 //!
 //! The first run of a test process starts one small container (the base image with the
-//! `chaos-proxy` binary mounted, running `chaos-proxy reap`, the Docker socket mounted) and
-//! connects to it over a port published on 127.0.0.1. The process keeps that connection for
+//! `chaos-proxy` binary copied in, running `chaos-proxy reap`, the Docker socket mounted) and
+//! connects to it over a port published on the engine's host (see `crate::reach`), or, from a
+//! CI job container, on the job container's own network. The process keeps that connection for
 //! its whole life and never writes to it. When the process ends — normally, by a panic, by
 //! SIGKILL, by the OOM killer — the kernel closes the socket, the reaper sees the end and
 //! removes every resource labelled with this process's owner identity (`chaos.owner`: boot id,
@@ -87,7 +88,21 @@ pub(crate) async fn ensure(docker: &Docker) {
 async fn start(docker: &Docker) -> Result<std::net::TcpStream, String> {
     let tag = image::ensure(docker).await.map_err(|e| e.to_string())?;
     let bin = fixture_binary("chaos-proxy", "CHAOS_PROXY_BIN").map_err(|e| e.to_string())?;
-    let owner = Owner::current().label();
+    let data = tokio::fs::read(&bin)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", bin.display()))?;
+    let reach = crate::reach::detect(docker).await?;
+    // From a job container: the reaper joins that container's network and is reached there.
+    let network = match &reach {
+        crate::reach::Reach::Direct { own } => docker
+            .inspect_container(own, None::<InspectContainerOptions>)
+            .await
+            .ok()
+            .and_then(|c| c.network_settings?.networks?.into_keys().next()),
+        crate::reach::Reach::Published { .. } => None,
+    };
+    let owner_id = Owner::current();
+    let owner = owner_id.label();
     let socket = docker_socket_on_daemon_host();
     let body = ContainerCreateBody {
         image: Some(tag),
@@ -107,22 +122,23 @@ async fn start(docker: &Docker) -> Result<std::net::TcpStream, String> {
         exposed_ports: Some(vec![PORT.to_string()]),
         host_config: Some(HostConfig {
             auto_remove: Some(true),
-            binds: Some(vec![
-                format!("{}:/usr/local/bin/chaos-proxy:ro", bin.display()),
-                format!("{socket}:/var/run/docker.sock"),
-            ]),
-            port_bindings: Some(HashMap::from([(
-                PORT.to_string(),
-                Some(vec![PortBinding {
-                    host_ip: Some("127.0.0.1".into()),
-                    host_port: Some(String::new()),
-                }]),
-            )])),
+            binds: Some(vec![format!("{socket}:/var/run/docker.sock")]),
+            network_mode: network.clone(),
+            port_bindings: network.is_none().then(|| {
+                HashMap::from([(
+                    PORT.to_string(),
+                    Some(vec![PortBinding {
+                        host_ip: Some(reach.publish_ip().into()),
+                        host_port: Some(String::new()),
+                    }]),
+                )])
+            }),
             ..Default::default()
         }),
         ..Default::default()
     };
-    let name = format!("chaos-reaper-{}", std::process::id());
+    // Pid and pid namespace: job containers on one engine may each have a process 7.
+    let name = format!("chaos-reaper-{}-{}", owner_id.pid, owner_id.pid_ns);
     let opts = CreateContainerOptionsBuilder::new().name(&name).build();
     let created = docker
         .create_container(Some(opts), body)
@@ -141,6 +157,23 @@ async fn start(docker: &Docker) -> Result<std::net::TcpStream, String> {
             .await;
     };
     if let Err(e) = docker
+        .upload_to_container(
+            &created.id,
+            Some(
+                testcontainers::bollard::query_parameters::UploadToContainerOptionsBuilder::new()
+                    .path("/usr/local/bin")
+                    .build(),
+            ),
+            testcontainers::bollard::body_full(
+                crate::agent::tar_one("chaos-proxy", 0o755, &data).into(),
+            ),
+        )
+        .await
+    {
+        cleanup().await;
+        return Err(format!("copying chaos-proxy into {name}: {e}"));
+    }
+    if let Err(e) = docker
         .start_container(&created.id, None::<StartContainerOptions>)
         .await
     {
@@ -151,23 +184,33 @@ async fn start(docker: &Docker) -> Result<std::net::TcpStream, String> {
         .inspect_container(&created.id, None::<InspectContainerOptions>)
         .await
         .map_err(|e| format!("inspecting {name}: {e}"))?;
-    let port = info
-        .network_settings
-        .and_then(|n| n.ports)
-        .and_then(|p| p.get(PORT).cloned().flatten())
-        .and_then(|b| b.into_iter().find_map(|b| b.host_port?.parse::<u16>().ok()));
-    let Some(port) = port else {
+    let settings = info.network_settings.unwrap_or_default();
+    let target = match (&reach, &network) {
+        (_, Some(net)) => settings
+            .networks
+            .and_then(|n| n.get(net)?.ip_address.clone())
+            .filter(|ip| !ip.is_empty())
+            .map(|ip| format!("{ip}:{}", PORT.trim_end_matches("/tcp"))),
+        (crate::reach::Reach::Published { host }, None) => settings
+            .ports
+            .and_then(|p| p.get(PORT).cloned().flatten())
+            .and_then(|b| b.into_iter().find_map(|b| b.host_port?.parse::<u16>().ok()))
+            .map(|port| format!("{host}:{port}")),
+        (crate::reach::Reach::Direct { .. }, None) => None,
+    };
+    let Some(target) = target else {
         cleanup().await;
-        return Err(format!("{name} has no published port"));
+        return Err(format!("{name} has no address this process can reach"));
     };
     // The reaper binds within milliseconds; bounded retries until it accepts and holds.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
+        let to = target.clone();
         let attempt = tokio::task::spawn_blocking(move || {
-            let s = std::net::TcpStream::connect_timeout(
-                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-                Duration::from_secs(1),
-            )?;
+            let addr = std::net::ToSocketAddrs::to_socket_addrs(&to)?
+                .next()
+                .ok_or_else(|| std::io::Error::other(format!("{to} resolves to nothing")))?;
+            let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
             // A connection through the published port is accepted by Docker's proxy even before
             // the reaper listens; a read that times out (instead of ending) means it is held.
             s.set_read_timeout(Some(Duration::from_millis(300)))?;
@@ -194,7 +237,7 @@ async fn start(docker: &Docker) -> Result<std::net::TcpStream, String> {
             }
             Err(e) => {
                 cleanup().await;
-                return Err(format!("cannot connect to {name} on 127.0.0.1:{port}: {e}"));
+                return Err(format!("cannot connect to {name} at {target}: {e}"));
             }
         }
     }

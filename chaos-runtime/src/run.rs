@@ -223,6 +223,7 @@ fn check(spec: &Spec, system: &System, mode: ObserverMode) -> Result<Checked, Sy
             }
             _ => {}
         }
+        plan.agent |= fault::needs_agent(f.kind);
         if f.kind == "latency" && !plan.behind_proxy.iter().any(|r| r == f.target) {
             plan.behind_proxy.push(f.target.to_string());
         }

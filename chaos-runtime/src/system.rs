@@ -214,6 +214,9 @@ fn hint(input: &str, candidates: &[&str]) -> String {
 /// What a system or a test asks for that cannot be, found before anything starts.
 #[derive(Debug, thiserror::Error)]
 pub enum SystemError {
+    /// How to reach the services could not be decided (see `crate::reach`).
+    #[error("{0}")]
+    Reach(String),
     /// The declaration itself is wrong.
     #[error("the system `{system}` is not valid: {what}")]
     Invalid {
@@ -483,8 +486,10 @@ pub(crate) struct Placement {
     pub network: String,
     pub name: String,
     pub labels: BTreeMap<String, String>,
-    /// container port -> host port, bound on the host's loopback.
+    /// container port -> host port, bound on `publish_ip` of the engine's host.
     pub ports: BTreeMap<u16, u16>,
+    /// Where ports are published (see `crate::reach`).
+    pub publish_ip: &'static str,
     pub startup_timeout: Duration,
 }
 
@@ -509,6 +514,7 @@ impl Pending {
         Pending(Box::new(move |p: Placement| {
             Box::pin(async move {
                 let user_modifier = req.host_config_modifier().cloned();
+                let publish_ip = p.publish_ip;
                 let bindings: std::collections::HashMap<String, Option<Vec<_>>> = p
                     .ports
                     .iter()
@@ -516,7 +522,7 @@ impl Pending {
                         (
                             format!("{c}/tcp"),
                             Some(vec![testcontainers::bollard::models::PortBinding {
-                                host_ip: Some("127.0.0.1".into()),
+                                host_ip: Some(publish_ip.into()),
                                 host_port: Some(h.to_string()),
                             }]),
                         )

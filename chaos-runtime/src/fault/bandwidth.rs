@@ -170,11 +170,15 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
             what: "the target is not running: it has no link to limit".into(),
         });
     }
-    let ns = Netns::open(pid, &target).map_err(|e| FaultError::Unsupported {
-        fault: fault.clone(),
-        why: format!("cannot open /proc/{pid}/ns/net of {target}: {e}"),
-        fix: "run the tests as root on the Docker host (tbf is set inside the container's network namespace)".into(),
-    })?;
+    let ns = cx
+        .stack
+        .netns(pid, &target)
+        .await
+        .map_err(|e| FaultError::Unsupported {
+            fault: fault.clone(),
+            why: format!("cannot enter the network namespace of {target}: {e}"),
+            fix: crate::agent::FIX.into(),
+        })?;
     let args = tbf_args(rate);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     tc::install(&ns, ways, &args)

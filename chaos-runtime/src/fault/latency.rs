@@ -13,7 +13,6 @@
 //! `CHAOS_LATENCY=proxy|netem|auto` picks one (default `auto`: netem when a throwaway network
 //! namespace shows the kernel has what it needs, the proxy otherwise). The mechanism that acted,
 //! and why auto chose it, is the fault's `mechanism` in the timeline.
-use super::netns::Netns;
 use super::tc;
 use super::{FaultCx, FaultError, Healing, Injected};
 use crate::clock::mono_ns;
@@ -341,13 +340,15 @@ async fn netem(cx: &Arc<FaultCx>, target: &str, shape: Shape) -> Result<Injected
         return Err(other(target, "the target is not running"));
     }
     // The namespace is taken now and the heal uses this handle: never a pid looked up again.
-    let ns = Netns::open(pid, target).map_err(|e| FaultError::Unsupported {
-        fault: format!("latency {target}"),
-        why: format!("cannot open /proc/{pid}/ns/net of {target}: {e}"),
-        fix: format!(
-            "run the tests as root on the Docker host (netem is set inside the container's network namespace), or use {ENV}=proxy"
-        ),
-    })?;
+    let ns = cx
+        .stack
+        .netns(pid, target)
+        .await
+        .map_err(|e| FaultError::Unsupported {
+            fault: format!("latency {target}"),
+            why: format!("cannot enter the network namespace of {target}: {e}"),
+            fix: format!("{}, or use {ENV}=proxy", crate::agent::FIX),
+        })?;
     let delay = netem_args(shape);
     let delay: Vec<&str> = delay.iter().map(String::as_str).collect();
     if let Err(e) = tc::install(&ns, ways(shape), &delay).await {

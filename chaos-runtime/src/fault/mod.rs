@@ -23,8 +23,8 @@ pub(crate) mod probe;
 pub(crate) mod tc;
 
 /// What a fault kind does from this process that only root can do on the Docker host, if
-/// anything; `None` for the kinds that work through the Docker API, the fault proxy or a
-/// command run in the container. Checked before any resource exists. (`disk_io` falls back to
+/// anything; `None` for the kinds that work through the Docker API, the fault proxy, a
+/// command run in the container or the run's host agent (`network_partition`, netem latency). Checked before any resource exists. (`disk_io` falls back to
 /// an I/O hog where a host has no throttle to write; refused for lack of root it would be a
 /// different fault with a different verdict, so it is named here instead.)
 pub fn needs_root(kind: &str) -> Option<&'static str> {
@@ -33,21 +33,25 @@ pub fn needs_root(kind: &str) -> Option<&'static str> {
             "it writes the write throttle into the target's blkio/io cgroup files on the host, \
              which only root may write",
         ),
-        "network_partition" | "packet_loss" => Some(
-            "it adds DROP rules with iptables/nft inside the target's network namespace \
-             (entered with setns, which needs CAP_SYS_ADMIN and CAP_NET_ADMIN)",
+        "packet_loss" => Some(
+            "its rules go through the host agent, but its measurement (UDP datagrams between \
+             the target and a peer) uses sockets this process makes inside their network \
+             namespaces, which needs root on the Docker host",
         ),
         "bandwidth" => Some(
-            "it sets tc tbf qdiscs (and an ifb device) inside the target's network namespace \
-             (entered with setns, which needs CAP_SYS_ADMIN and CAP_NET_ADMIN)",
-        ),
-        "latency" if latency::forced_netem() => Some(
-            "CHAOS_LATENCY=netem sets a netem qdisc inside the target's network namespace \
-             (setns and tc, which need CAP_SYS_ADMIN and CAP_NET_ADMIN); unset it to use the \
-             fault proxy, which needs nothing",
+            "its shaper goes through the host agent, but its measurement (a bulk transfer \
+             between the target and a peer) uses sockets this process makes inside their \
+             network namespaces, which needs root on the Docker host",
         ),
         _ => None,
     }
+}
+
+/// Whether a fault kind acts through the run's host agent (see `crate::agent`): a command in
+/// the target's network namespace. The run then starts the agent beside the services.
+pub fn needs_agent(kind: &str) -> bool {
+    matches!(kind, "network_partition" | "packet_loss" | "bandwidth")
+        || (kind == "latency" && latency::forced_netem())
 }
 
 /// Why a fault could not be injected or healed.
@@ -255,18 +259,14 @@ impl Drop for FaultGuard {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn only_the_faults_that_act_on_the_host_for_their_target_need_root() {
-        let root: Vec<&str> = crate::spec::FAULT_KINDS
-            .iter()
-            .copied()
-            .filter(|k| super::needs_root(k).is_some())
-            .collect();
-        // latency needs root only when netem is forced (CHAOS_LATENCY=netem).
+    fn only_what_this_process_does_on_the_host_needs_root_the_agent_does_the_rest() {
+        let kinds = || crate::spec::FAULT_KINDS.iter().copied();
+        let root: Vec<&str> = kinds().filter(|k| super::needs_root(k).is_some()).collect();
+        assert_eq!(root, ["packet_loss", "bandwidth", "disk_io"]);
+        let agent: Vec<&str> = kinds().filter(|k| super::needs_agent(k)).collect();
+        // latency goes through the agent only when netem is forced (CHAOS_LATENCY=netem).
         if !super::latency::forced_netem() {
-            assert_eq!(
-                root,
-                ["network_partition", "packet_loss", "bandwidth", "disk_io"]
-            );
+            assert_eq!(agent, ["network_partition", "packet_loss", "bandwidth"]);
         }
     }
 }

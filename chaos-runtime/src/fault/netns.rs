@@ -1,15 +1,22 @@
 //! A target's network namespace, held open from injection to heal.
 //!
 //! Faults that act inside a container's network stack (the partition's packet filter, netem's
-//! qdiscs) open `/proc/<pid>/ns/net` once, at injection, and run the host's tools in exactly
+//! qdiscs, the bandwidth shaper) have the run's host agent (see `crate::agent`) open
+//! `/proc/<pid>/ns/net` once, at injection, and run the tools of the agent's image in exactly
 //! that namespace (`setns(2)` between `fork` and `exec`, like `nsenter -n`). The heal uses the
 //! same handle, never a pid looked up again: a container that died (and whose pid the kernel
 //! recycled) cannot lead a `tc qdisc del` or an `iptables -D` into the host's namespace. The
-//! handle also refuses, at open, a namespace that is the runtime's own: a target sharing the
-//! host's network (`network_mode: host`) is not a target these faults may touch.
+//! agent also refuses, at open, the host's own namespace: a target sharing the host's network
+//! (`network_mode: host`) is not a target these faults may touch.
+//!
+//! Only the measurement probes make sockets inside the namespace from this process, which
+//! needs this process on the engine's host, as root; elsewhere they are skipped and say why.
+use crate::agent::Agent;
+use chaos_agent::{Op, Reply};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Bound on one command in the namespace (`iptables` waits up to 5 s for the xtables lock).
@@ -17,8 +24,18 @@ const EXEC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The network namespace of a target.
 pub(crate) struct Netns {
-    fd: OwnedFd,
+    via: Via,
+    /// The namespace opened by this process too, when it shares the engine's pids and may.
+    local: Option<OwnedFd>,
     pub(crate) role: String,
+}
+
+/// Who runs commands in the namespace.
+enum Via {
+    /// The run's host agent, holding it as `handle`: every fault.
+    Agent { agent: Arc<Agent>, handle: u64 },
+    /// This process, with `local`: `chaos doctor`'s throwaway namespace and unit tests.
+    Local,
 }
 
 /// What a command run in the namespace said.
@@ -33,35 +50,103 @@ fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
     (meta.dev(), meta.ino())
 }
 
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Via::Agent { agent, handle } = &self.via
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let (agent, handle) = (agent.clone(), *handle);
+            rt.spawn(async move {
+                let _ = agent.call(Op::NetnsClose { handle }).await;
+            });
+        }
+    }
+}
+
 impl Netns {
-    /// Opens the namespace of `pid`; an error when it is the runtime's own namespace.
-    pub(crate) fn open(pid: u32, role: &str) -> std::io::Result<Netns> {
+    /// Has the run's agent open the namespace of `pid` (a pid as the engine reports it).
+    pub(crate) async fn open(agent: Arc<Agent>, pid: u32, role: &str) -> Result<Netns, String> {
+        let handle = match agent.call(Op::NetnsOpen { pid }).await? {
+            Reply::Handle { handle } => handle,
+            other => return Err(format!("the host agent answered netns_open with {other:?}")),
+        };
+        let local = if agent.same_pids {
+            Self::open_here(pid).ok()
+        } else {
+            None
+        };
+        Ok(Netns {
+            via: Via::Agent { agent, handle },
+            local,
+            role: role.to_string(),
+        })
+    }
+
+    /// Opens the namespace of `pid` from this process (a namespace of this host that is not
+    /// its own); for `chaos doctor`'s throwaway namespace and unit tests.
+    pub(crate) fn open_local(pid: u32, role: &str) -> std::io::Result<Netns> {
+        Ok(Netns {
+            via: Via::Local,
+            local: Some(Self::open_here(pid)?),
+            role: role.to_string(),
+        })
+    }
+
+    fn open_here(pid: u32) -> std::io::Result<OwnedFd> {
         let f = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
         let own = std::fs::metadata("/proc/self/ns/net")?;
         if identity(&f.metadata()?) == identity(&own) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
                 format!(
-                    "pid {pid} ({role}) is in the runtime's own network namespace; \
+                    "pid {pid} is in the runtime's own network namespace; \
                      refusing to change the host's network"
                 ),
             ));
         }
-        Ok(Netns {
-            fd: f.into(),
-            role: role.to_string(),
-        })
+        Ok(f.into())
     }
 
-    /// Runs a host binary inside the namespace (the mount namespace stays the host's).
+    /// Runs `bin` with `args` inside the namespace, `stdin` as its input.
     pub(crate) async fn run(
         &self,
         bin: &str,
         args: &[String],
         stdin: Option<&str>,
     ) -> std::io::Result<Ran> {
+        match &self.via {
+            Via::Agent { agent, handle } => {
+                let argv = std::iter::once(bin.to_string())
+                    .chain(args.iter().cloned())
+                    .collect();
+                match agent
+                    .call(Op::NetnsRun {
+                        handle: *handle,
+                        argv,
+                        stdin: stdin.map(str::to_string),
+                    })
+                    .await
+                {
+                    Ok(Reply::Ran { ok, stdout, stderr }) => Ok(Ran { ok, stdout, stderr }),
+                    Ok(other) => Err(std::io::Error::other(format!(
+                        "the host agent answered netns_run with {other:?}"
+                    ))),
+                    Err(e) => Err(std::io::Error::other(e)),
+                }
+            }
+            Via::Local => self.run_here(bin, args, stdin).await,
+        }
+    }
+
+    /// Runs a binary of this host inside the namespace (the mount namespace stays this one's).
+    async fn run_here(
+        &self,
+        bin: &str,
+        args: &[String],
+        stdin: Option<&str>,
+    ) -> std::io::Result<Ran> {
         use tokio::io::AsyncWriteExt;
-        let fd = self.fd.as_raw_fd();
+        let fd = self.local_fd()?;
         let mut cmd = tokio::process::Command::new(bin);
         cmd.args(args)
             .stdin(if stdin.is_some() {
@@ -103,6 +188,19 @@ impl Netns {
         })
     }
 
+    fn local_fd(&self) -> std::io::Result<std::os::fd::RawFd> {
+        self.local.as_ref().map(|f| f.as_raw_fd()).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                format!(
+                    "a socket inside {}'s network namespace needs this process on the engine's \
+                     host, as root",
+                    self.role
+                ),
+            )
+        })
+    }
+
     /// Runs `make` on a short-lived thread that entered this namespace (a thread's `setns`
     /// changes that thread only): a socket made there keeps the namespace wherever it is used
     /// afterwards.
@@ -110,7 +208,7 @@ impl Netns {
         &self,
         make: impl FnOnce() -> std::io::Result<T> + Send,
     ) -> std::io::Result<T> {
-        let fd = self.fd.as_raw_fd();
+        let fd = self.local_fd()?;
         std::thread::scope(|s| {
             s.spawn(move || {
                 // SAFETY: setns on this thread only, with a namespace fd held open by `self`.
@@ -172,7 +270,7 @@ mod tests {
 
     #[test]
     fn the_runtimes_own_namespace_is_refused() {
-        let e = Netns::open(std::process::id(), "self")
+        let e = Netns::open_local(std::process::id(), "self")
             .err()
             .expect("refused");
         assert!(e.to_string().contains("own network namespace"), "{e}");

@@ -571,7 +571,7 @@ pub async fn backends_here() -> (Result<String, String>, Result<String, String>)
     // unshare execs sleep once the namespace exists; bounded wait for that.
     let mut netns = None;
     for _ in 0..200 {
-        match Netns::open(pid, "probe") {
+        match Netns::open_local(pid, "probe") {
             Ok(ns) => {
                 netns = Some(ns);
                 break;
@@ -655,11 +655,15 @@ async fn install(
             what: "the target is not running: it has no network namespace to filter".into(),
         });
     }
-    let netns = Netns::open(watched.pid, spec.target).map_err(|e| FaultError::Unsupported {
-        fault: fault.to_string(),
-        why: format!("cannot open /proc/{}/ns/net of {}: {e}", watched.pid, spec.target),
-        fix: "run the tests as root on the Docker host (the runtime enters the container's network namespace)".into(),
-    })?;
+    let netns = cx
+        .stack
+        .netns(watched.pid, spec.target)
+        .await
+        .map_err(|e| FaultError::Unsupported {
+            fault: fault.to_string(),
+            why: format!("cannot enter the network namespace of {}: {e}", spec.target),
+            fix: crate::agent::FIX.into(),
+        })?;
     let tag = format!(
         "chaos-{}-p{}",
         cx.stack.run_id,
@@ -941,7 +945,7 @@ mod tests {
         while std::fs::read_link(&ns_path).is_ok_and(|l| l == own) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let netns = Netns::open(child.id(), "probe").unwrap();
+        let netns = Netns::open_local(child.id(), "probe").unwrap();
         let partition = rules(Direction::Both, &net());
         let loss = loss_rules(Direction::Both, &net(), 1000);
         let mut exercised = Vec::new();

@@ -124,7 +124,7 @@ pub(crate) async fn peer(cx: &super::FaultCx, target: &str) -> Result<Peer, Stri
         let Ok(Some(ip)) = cx.stack.address(&role).await else {
             continue;
         };
-        match Netns::open(pid, &role) {
+        match cx.stack.netns(pid, &role).await {
             Ok(netns) => {
                 return Ok(Peer {
                     target_ip,

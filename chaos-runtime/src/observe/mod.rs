@@ -247,6 +247,15 @@ pub(crate) struct Shared {
     pub kmsg_ooms: Mutex<Vec<kmsg::KmsgOom>>,
 }
 
+/// Whether `pid`, as the engine reported it for container `id`, is that container's process
+/// here: its cgroup (seen from this process) names the container.
+fn pid_is_container(sys: &dyn sys::Sys, pid: u32, id: &str) -> bool {
+    !id.is_empty()
+        && sys
+            .read(std::path::Path::new(&format!("/proc/{pid}/cgroup")))
+            .is_ok_and(|s| s.contains(id))
+}
+
 fn resolve(sys: &dyn sys::Sys, pid: u32) -> Option<cgroup::CgroupPaths> {
     if pid == 0 {
         return None;
@@ -513,6 +522,12 @@ impl Observers {
                 c.pid,
                 why_of(&e)
             );
+        }
+        let mut c = c;
+        if c.pid != 0 && !pid_is_container(&*self.sys, c.pid, &c.id) {
+            // This process does not see the engine's pids (a CI job container, a remote
+            // engine): that pid here is another process, or none. The file sources skip it.
+            c.pid = 0;
         }
         self.shared.watch(&*self.sys, c);
     }

@@ -17,7 +17,7 @@ use testcontainers::bollard::query_parameters::{
     InspectContainerOptions, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
     ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptions,
 };
-use testcontainers::core::{AccessMode, Mount, WaitFor};
+use testcontainers::core::WaitFor;
 use testcontainers::runners::AsyncBuilder;
 use testcontainers::{GenericBuildableImage, ImageExt};
 
@@ -208,6 +208,9 @@ pub struct Service {
 pub struct Plan {
     /// Roles the fault proxy fronts (every declared port of each).
     pub behind_proxy: Vec<String>,
+    /// Whether a fault of the run acts through the host agent: it is then started beside the
+    /// services, not at injection.
+    pub agent: bool,
 }
 
 /// The running stack of one test.
@@ -226,6 +229,10 @@ pub struct Stack {
     proxied: BTreeMap<(String, u16), (String, u16)>,
     volumes: std::sync::Mutex<Vec<String>>,
     handles: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send + Sync>>>,
+    /// How this process reaches the services.
+    reach: crate::reach::Reach,
+    /// The run's host agent, started on first need.
+    agent: tokio::sync::OnceCell<Result<std::sync::Arc<crate::agent::Agent>, String>>,
 }
 
 fn docker_err(
@@ -359,10 +366,7 @@ fn proxy_service(cmd: Vec<String>) -> Result<system::Service, StackError> {
     let mut svc = system::Service::new(PROXY_ROLE, move |w: &Wiring| {
         w.base_image()
             .with_wait_for(WaitFor::message_on_stdout("chaos-proxy ready"))
-            .with_mount(
-                Mount::bind_mount(bin.display().to_string(), "/usr/local/bin/chaos-proxy")
-                    .with_access_mode(AccessMode::ReadOnly),
-            )
+            .with_copy_to("/usr/local/bin/chaos-proxy", bin.clone())
             .with_cmd(cmd.clone())
     })
     .port(PROXY_API_PORT)
@@ -431,6 +435,9 @@ impl Stack {
         if let Some(p) = &proxy {
             pending.insert(PROXY_ROLE.to_string(), (p.make)(&wiring));
         }
+        let reach = crate::reach::detect(docker)
+            .await
+            .map_err(|why| StackError::System(system::SystemError::Reach(why)))?;
         let builds = std::mem::take(&mut *system.builds.lock().unwrap());
         if wiring.base_used.load(std::sync::atomic::Ordering::Relaxed) || !builds.is_empty() {
             image::ensure(docker).await?;
@@ -452,9 +459,21 @@ impl Stack {
             proxied,
             volumes: std::sync::Mutex::new(Vec::new()),
             handles: std::sync::Mutex::new(Vec::new()),
+            agent: tokio::sync::OnceCell::new(),
+            reach,
         };
         let created = stack.create_resources(&wiring, &labels).await;
         let result = match created {
+            Ok(()) if plan.agent => {
+                // The agent's start (~0.3 s) overlaps the services'; its error is kept for the
+                // fault that needs it, which says it with the fix.
+                let (waves, agent) = tokio::join!(
+                    stack.start_waves(system, proxy.as_ref(), pending, &labels),
+                    crate::agent::Agent::start(docker, run_id, labels.clone())
+                );
+                let _ = stack.agent.set(agent.map(std::sync::Arc::new));
+                waves
+            }
             Ok(()) => {
                 stack
                     .start_waves(system, proxy.as_ref(), pending, &labels)
@@ -491,6 +510,21 @@ impl Stack {
             })
             .await
             .map_err(docker_err(format!("network create {}", self.network)))?;
+        if let crate::reach::Reach::Direct { own } = &self.reach {
+            self.docker
+                .connect_network(
+                    &self.network,
+                    testcontainers::bollard::models::NetworkConnectRequest {
+                        container: own.clone(),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(docker_err(format!(
+                    "network connect {} (this process's container joins the run's network)",
+                    self.network
+                )))?;
+        }
         let wanted = std::mem::take(&mut *wiring.volumes.lock().unwrap());
         for volume in wanted {
             self.docker
@@ -578,6 +612,7 @@ impl Stack {
             name: name.clone(),
             labels,
             ports: ports.clone(),
+            publish_ip: self.reach.publish_ip(),
             startup_timeout: svc.startup_timeout,
         };
         match req.start(placement).await {
@@ -619,7 +654,8 @@ impl Stack {
         self.services.keys().cloned().collect()
     }
 
-    /// Host port (on 127.0.0.1) of a service's container port.
+    /// The engine's host port of a service's container port (published on 127.0.0.1 when the
+    /// engine is local). [`Stack::addr`] is how the test process reaches it.
     pub fn host_port(&self, role: &str, port: u16) -> u16 {
         self.services
             .get(role)
@@ -629,7 +665,26 @@ impl Stack {
 
     /// `host:port` at which the test process reaches `role`'s `port` directly.
     pub fn addr(&self, role: &str, port: u16) -> String {
-        format!("127.0.0.1:{}", self.host_port(role, port))
+        let (host, port) = self.endpoint(role, port);
+        format!("{host}:{port}")
+    }
+
+    /// Host and port at which the test process reaches `role`'s `port` (see `crate::reach`):
+    /// the engine's host and the published port, or, from a container of the same engine, the
+    /// container's name on the run's network and the port itself.
+    pub fn endpoint(&self, role: &str, port: u16) -> (String, u16) {
+        match &self.reach {
+            crate::reach::Reach::Published { host } => (host.clone(), self.host_port(role, port)),
+            crate::reach::Reach::Direct { .. } => {
+                self.host_port(role, port);
+                (self.services[role].name.clone(), port)
+            }
+        }
+    }
+
+    /// How this process reaches the services, in words (for the run's header).
+    pub fn reach(&self) -> String {
+        self.reach.describe()
     }
 
     /// `host:port` at which clients of the system reach `role`'s `port`: through the fault
@@ -656,11 +711,10 @@ impl Stack {
     /// How to log into `role` if the system declared it as PostgreSQL (tokio-postgres syntax).
     pub fn postgres_config(&self, role: &str) -> Option<String> {
         let pg = self.declared.get(role)?.postgres.as_ref()?;
+        let (host, port) = self.endpoint(role, pg.port);
         Some(format!(
-            "host=127.0.0.1 port={} user={} dbname={} connect_timeout=2",
-            self.host_port(role, pg.port),
-            pg.user,
-            pg.database
+            "host={host} port={port} user={} dbname={} connect_timeout=2",
+            pg.user, pg.database
         ))
     }
 
@@ -794,7 +848,7 @@ impl Stack {
         deadline: Duration,
     ) -> Result<(), StackError> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = format!("127.0.0.1:{}", self.host_port(role, port));
+        let addr = self.addr(role, port);
         let until = Instant::now() + deadline;
         let mut last = String::new();
         while Instant::now() < until {
@@ -826,7 +880,7 @@ impl Stack {
         path: &str,
         deadline: Duration,
     ) -> Result<(), StackError> {
-        let url = format!("http://127.0.0.1:{}{path}", self.host_port(role, port));
+        let url = format!("http://{}{path}", self.addr(role, port));
         let until = Instant::now() + deadline;
         let mut last = String::new();
         while Instant::now() < until {
@@ -860,6 +914,27 @@ impl Stack {
             Some(s) => log_tail(&self.docker, &s.name, n).await,
             None => String::new(),
         }
+    }
+
+    /// The run's host agent, started on first call; its error is kept and said again.
+    pub(crate) async fn agent(&self) -> Result<std::sync::Arc<crate::agent::Agent>, String> {
+        self.agent
+            .get_or_init(|| async {
+                crate::agent::Agent::start(&self.docker, &self.run_id, labels(&self.run_id))
+                    .await
+                    .map(std::sync::Arc::new)
+            })
+            .await
+            .clone()
+    }
+
+    /// The network namespace of `role`'s process `pid`, held by the run's host agent.
+    pub(crate) async fn netns(
+        &self,
+        pid: u32,
+        role: &str,
+    ) -> Result<crate::fault::netns::Netns, String> {
+        crate::fault::netns::Netns::open(self.agent().await?, pid, role).await
     }
 
     /// Removes every container, the network and the volume; bounded, never panics.
@@ -908,7 +983,7 @@ impl Stack {
         for h in handles {
             std::mem::forget(h);
         }
-        let _ = self.docker.remove_network(&self.network).await;
+        remove_network(&self.docker, &self.network).await;
         let volumes = self
             .volumes
             .lock()
@@ -1000,6 +1075,31 @@ pub async fn remove_run(docker: &Docker, run_id: &str) -> usize {
     remove_labelled(docker, &format!("{LABEL_RUN}={run_id}"), |_| true).await
 }
 
+/// Removes a network after disconnecting what is still attached to it (a test process's own
+/// container joins its runs' networks; see `crate::reach`). Whether it is gone.
+async fn remove_network(docker: &Docker, name: &str) -> bool {
+    if let Ok(net) = docker
+        .inspect_network(
+            name,
+            None::<testcontainers::bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+    {
+        for container in net.containers.unwrap_or_default().into_keys() {
+            let _ = docker
+                .disconnect_network(
+                    name,
+                    testcontainers::bollard::models::NetworkDisconnectRequest {
+                        container,
+                        force: Some(true),
+                    },
+                )
+                .await;
+        }
+    }
+    docker.remove_network(name).await.is_ok()
+}
+
 /// Removes the containers (first), networks and volumes carrying `label` whose labels `pick`
 /// accepts. Returns how many were removed.
 async fn remove_labelled(
@@ -1037,7 +1137,7 @@ async fn remove_labelled(
         if pick(n.labels.as_ref())
             && let Some(name) = n.name
         {
-            removed += usize::from(docker.remove_network(&name).await.is_ok());
+            removed += usize::from(remove_network(docker, &name).await);
         }
     }
     let volumes = ListVolumesOptionsBuilder::new().filters(&filter).build();

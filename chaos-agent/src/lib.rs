@@ -1,0 +1,155 @@
+//! The host agent of the chaos test framework.
+//!
+//! A fault sometimes has to act on the Docker engine's host rather than through the Docker API:
+//! run `iptables`, `nft` or `tc` inside a target's network namespace, or read and write the
+//! host's cgroup files. The test process need not be on that host (a CI job container with
+//! only the Docker socket, a remote `DOCKER_HOST`, Docker Desktop's VM), nor be root. So the
+//! runtime starts this agent in a privileged container on the engine (`--pid=host`, host
+//! cgroup namespace), and talks to it over the standard streams of a `docker exec` session: the
+//! one stream the Docker API gives wherever the engine is.
+//!
+//! The protocol is one JSON object per line each way: a [`Request`] with an id, answered by a
+//! [`Response`] with the same id. Requests are served concurrently, so a slow command (an
+//! `iptables` waiting for the xtables lock) does not hold up the others.
+//!
+//! Paths in [`Op::Read`] and [`Op::Write`] are the host's: the agent resolves them under
+//! `/proc/1/root`, the root of the host's first process, which it sees with `--pid=host` (or
+//! under its parent's, the container runtime's shim, when the host hides its pid 1).
+//!
+//! ```no_run
+//! // The suite's `chaos-agent` binary is this function.
+//! chaos_agent::main();
+//! ```
+use serde::{Deserialize, Serialize};
+
+mod server;
+
+pub use server::{main, pid_ns};
+
+/// The protocol's version: the runtime refuses an agent that answers [`Op::Hello`] with another.
+pub const PROTOCOL: u32 = 1;
+
+/// A request: what to do, and the id its [`Response`] carries back.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Request {
+    /// Chosen by the client; answered with the same.
+    pub id: u64,
+    /// The operation.
+    pub op: Op,
+}
+
+/// An operation on the engine's host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum Op {
+    /// The agent's protocol version and kernel: answered with [`Reply::Hello`].
+    Hello,
+    /// Opens the network namespace of host pid `pid` and holds it until [`Op::NetnsClose`]: a
+    /// heal runs in the namespace the injection ran in, even if the pid was recycled. Refused
+    /// when it is the host's own namespace. Answered with [`Reply::Handle`].
+    NetnsOpen {
+        /// A pid in the engine host's pid namespace (`State.Pid` of a container).
+        pid: u32,
+    },
+    /// Runs `argv` (a binary of the agent's image and its arguments) inside a held namespace,
+    /// with `stdin` as its input; answered with [`Reply::Ran`]. Bounded to 10 s.
+    NetnsRun {
+        /// From [`Reply::Handle`].
+        handle: u64,
+        /// The command.
+        argv: Vec<String>,
+        /// Its standard input, if any.
+        stdin: Option<String>,
+    },
+    /// Lets go of a held namespace; answered with [`Reply::Done`].
+    NetnsClose {
+        /// From [`Reply::Handle`].
+        handle: u64,
+    },
+    /// Reads a host file; answered with [`Reply::Text`].
+    Read {
+        /// An absolute path on the engine's host.
+        path: String,
+    },
+    /// Writes `data` to a host file (a cgroup control file: one `write(2)`); answered with
+    /// [`Reply::Done`].
+    Write {
+        /// An absolute path on the engine's host.
+        path: String,
+        /// What to write.
+        data: String,
+    },
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Response {
+    /// The request's id.
+    pub id: u64,
+    /// What happened: `Err` holds why it could not be done, in words for the user.
+    pub result: Result<Reply, String>,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "reply")]
+pub enum Reply {
+    /// To [`Op::Hello`].
+    Hello {
+        /// [`PROTOCOL`] of the agent.
+        protocol: u32,
+        /// The host's kernel release.
+        kernel: String,
+        /// The inode of the agent's pid namespace (the engine host's): a client in the same one
+        /// can also open the namespaces itself, one in another must not trust its own `/proc`.
+        pid_ns: u64,
+    },
+    /// To [`Op::NetnsOpen`].
+    Handle {
+        /// Names the held namespace in later requests.
+        handle: u64,
+    },
+    /// To [`Op::NetnsRun`]: the command's exit and output.
+    Ran {
+        /// Exit status 0.
+        ok: bool,
+        /// Its standard output.
+        stdout: String,
+        /// Its standard error, trimmed.
+        stderr: String,
+    },
+    /// To [`Op::Read`].
+    Text {
+        /// The file's content.
+        text: String,
+    },
+    /// To [`Op::NetnsClose`] and [`Op::Write`].
+    Done,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_responses_are_one_json_line_each() {
+        let r = Request {
+            id: 7,
+            op: Op::NetnsRun {
+                handle: 1,
+                argv: vec!["iptables".into(), "-S".into()],
+                stdin: None,
+            },
+        };
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(!line.contains('\n'));
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), r);
+        let a = Response {
+            id: 7,
+            result: Err("no such\nnamespace".into()),
+        };
+        let line = serde_json::to_string(&a).unwrap();
+        assert!(!line.contains('\n'), "{line}");
+        assert_eq!(serde_json::from_str::<Response>(&line).unwrap(), a);
+    }
+}

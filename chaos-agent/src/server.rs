@@ -1,0 +1,311 @@
+//! The agent's side: `chaos-agent hold` keeps the container alive, `chaos-agent session` serves
+//! one client over its standard streams.
+use crate::{Op, PROTOCOL, Reply, Request, Response};
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Bound on one command in a namespace (`iptables` waits up to 5 s for the xtables lock).
+const RUN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the host's filesystem is seen from the agent (`--pid=host`): the root of the host's
+/// first process, or of the agent's parent (the container runtime's shim) when a host hides
+/// its pid 1.
+fn host_root() -> String {
+    if std::fs::read_link("/proc/1/root").is_ok() {
+        return "/proc/1/root".into();
+    }
+    #[cfg(target_os = "linux")]
+    // SAFETY: getppid(2) has no preconditions.
+    return format!("/proc/{}/root", unsafe { libc::getppid() });
+    #[cfg(not(target_os = "linux"))]
+    "/proc/1/root".into()
+}
+
+/// The `chaos-agent` binary: `hold` (the container's main process) or `session` (one client).
+pub fn main() {
+    let mode = std::env::args().nth(1).unwrap_or_default();
+    match mode.as_str() {
+        "hold" => loop {
+            std::thread::park();
+        },
+        "session" => serve(std::io::stdin().lock(), std::io::stdout()),
+        _ => {
+            eprintln!(
+                "usage: chaos-agent hold | session\n\
+                 The chaos runtime starts this in its host-agent container; it is not run by hand."
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    next: u64,
+    #[cfg(target_os = "linux")]
+    held: HashMap<u64, std::os::fd::OwnedFd>,
+    #[cfg(not(target_os = "linux"))]
+    held: HashMap<u64, ()>,
+}
+
+/// Serves requests read from `input` until it closes; each on its own thread.
+fn serve(input: impl BufRead, output: impl Write + Send + 'static) {
+    let out = Arc::new(Mutex::new(output));
+    let state = Arc::new(Mutex::new(State::default()));
+    for line in input.lines() {
+        let Ok(line) = line else { break };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (out, state) = (out.clone(), state.clone());
+        std::thread::spawn(move || {
+            let response = match serde_json::from_str::<Request>(&line) {
+                Ok(r) => Response {
+                    id: r.id,
+                    result: handle(&state, r.op),
+                },
+                Err(e) => Response {
+                    id: 0,
+                    result: Err(format!("the agent cannot read this request: {e}")),
+                },
+            };
+            let mut line = serde_json::to_string(&response).unwrap_or_default();
+            line.push('\n');
+            let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = out.write_all(line.as_bytes());
+            let _ = out.flush();
+        });
+    }
+}
+
+fn handle(state: &Mutex<State>, op: Op) -> Result<Reply, String> {
+    match op {
+        Op::Hello => Ok(Reply::Hello {
+            protocol: PROTOCOL,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
+            pid_ns: pid_ns(),
+        }),
+        Op::Read { path } => std::fs::read_to_string(host(&path)?)
+            .map(|text| Reply::Text { text })
+            .map_err(|e| format!("cannot read {path} on the engine's host: {e}")),
+        Op::Write { path, data } => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(host(&path)?)
+                .map_err(|e| format!("cannot open {path} on the engine's host: {e}"))?;
+            f.write_all(data.as_bytes())
+                .map(|()| Reply::Done)
+                .map_err(|e| format!("cannot write {data:?} to {path}: {e}"))
+        }
+        Op::NetnsOpen { pid } => netns::open(state, pid),
+        Op::NetnsRun {
+            handle,
+            argv,
+            stdin,
+        } => netns::run(state, handle, &argv, stdin.as_deref()),
+        Op::NetnsClose { handle } => {
+            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+            s.held.remove(&handle);
+            Ok(Reply::Done)
+        }
+    }
+}
+
+/// The inode of this process's pid namespace (0 when unknown).
+pub fn pid_ns() -> u64 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
+    }
+    #[cfg(not(unix))]
+    0
+}
+
+/// `path` under the host's root; only absolute paths without `..`.
+fn host(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+        return Err(format!("{path:?} is not an absolute host path"));
+    }
+    Ok(format!("{}{path}", host_root()))
+}
+
+#[cfg(target_os = "linux")]
+mod netns {
+    use super::{RUN_TIMEOUT, State};
+    use crate::Reply;
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    use std::sync::Mutex;
+
+    fn identity(path: &str) -> Option<(u64, u64)> {
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+
+    pub(super) fn open(state: &Mutex<State>, pid: u32) -> Result<Reply, String> {
+        let path = format!("/proc/{pid}/ns/net");
+        let f = std::fs::File::open(&path).map_err(|e| format!("cannot open {path}: {e}"))?;
+        let id = f.metadata().map(|m| (m.dev(), m.ino())).ok();
+        // The host's namespace, seen as the first process's or as the container runtime's
+        // (this agent's parent, the shim: a host may hide its pid 1).
+        // SAFETY: getppid(2) has no preconditions.
+        let parent = format!("/proc/{}/ns/net", unsafe { libc::getppid() });
+        let host = [identity("/proc/1/ns/net"), identity(&parent)];
+        if id.is_some() && (host.contains(&id) || id == identity("/proc/self/ns/net")) {
+            return Err(format!(
+                "pid {pid} is in the host's network namespace; refusing to change the host's network"
+            ));
+        }
+        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        s.next += 1;
+        let handle = s.next;
+        s.held.insert(handle, OwnedFd::from(f));
+        Ok(Reply::Handle { handle })
+    }
+
+    pub(super) fn run(
+        state: &Mutex<State>,
+        handle: u64,
+        argv: &[String],
+        stdin: Option<&str>,
+    ) -> Result<Reply, String> {
+        let (bin, args) = argv.split_first().ok_or("no command")?;
+        let fd = {
+            let s = state.lock().unwrap_or_else(|p| p.into_inner());
+            s.held
+                .get(&handle)
+                .ok_or_else(|| format!("no held namespace {handle}"))?
+                .try_clone()
+                .map_err(|e| e.to_string())?
+        };
+        let raw = fd.as_raw_fd();
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: between fork and exec the closure only makes the setns(2) system call, which
+        // is async-signal-safe; `fd` stays open until the child has exec'd (close-on-exec).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(raw, libc::CLONE_NEWNET) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| format!("cannot run {bin}: {e}"))?;
+        drop(fd);
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input.as_bytes())
+                .map_err(|e| format!("{bin}: {e}"))?;
+        }
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(RUN_TIMEOUT) {
+            Ok(Ok(out)) => Ok(Reply::Ran {
+                ok: out.status.success(),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            }),
+            Ok(Err(e)) => Err(format!("{bin}: {e}")),
+            Err(_) => {
+                // SAFETY: kill(2) of our own child, still unreaped (its waiter holds it).
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                Err(format!("{bin} did not finish within 10 s"))
+            }
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod netns {
+    use super::State;
+    use crate::Reply;
+    use std::sync::Mutex;
+
+    pub(super) fn open(_: &Mutex<State>, _: u32) -> Result<Reply, String> {
+        Err("network namespaces need a Linux engine host".into())
+    }
+
+    pub(super) fn run(
+        _: &Mutex<State>,
+        _: u64,
+        _: &[String],
+        _: Option<&str>,
+    ) -> Result<Reply, String> {
+        Err("network namespaces need a Linux engine host".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_answers_each_request_by_id_and_refuses_relative_paths() {
+        let input = [
+            r#"{"id":1,"op":{"op":"hello"}}"#,
+            r#"{"id":2,"op":{"op":"read","path":"etc/passwd"}}"#,
+            r#"{"id":3,"op":{"op":"netns_close","handle":9}}"#,
+        ]
+        .join("\n");
+        let out = Arc::new(Mutex::new(Vec::<u8>::new()));
+        struct W(Arc<Mutex<Vec<u8>>>);
+        impl Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        serve(std::io::Cursor::new(input), W(out.clone()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut got = Vec::new();
+        while std::time::Instant::now() < deadline {
+            let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+            got = text
+                .lines()
+                .map(|l| serde_json::from_str::<Response>(l).unwrap())
+                .collect::<Vec<_>>();
+            if got.len() == 3 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        got.sort_by_key(|r| r.id);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(matches!(
+            got[0].result,
+            Ok(Reply::Hello {
+                protocol: PROTOCOL,
+                ..
+            })
+        ));
+        assert!(
+            got[1]
+                .result
+                .as_ref()
+                .unwrap_err()
+                .contains("not an absolute")
+        );
+        assert_eq!(got[2].result, Ok(Reply::Done));
+    }
+}

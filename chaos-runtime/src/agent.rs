@@ -1,0 +1,383 @@
+//! The run's host agent: the one way a fault acts on the Docker engine's host.
+//!
+//! Whatever must happen on the engine's host rather than through the Docker API (a command in
+//! a target's network namespace: `iptables`, `nft`, `tc`) is a request to the `chaos-agent`
+//! binary (crate `chaos-agent`) in a privileged container of the run, started from the base
+//! image on the same engine as the stack: SYS_ADMIN, SYS_PTRACE and NET_ADMIN, `--pid=host` (it sees the containers' pids as the
+//! engine reports them), the host's cgroup namespace, no network of its own. The runtime talks
+//! to it over the container's attached standard streams, the one stream the Docker API gives
+//! wherever the engine is: the test process may be on the host, in a CI job container with
+//! only the Docker socket, or on another machine (`DOCKER_HOST`), and need not be root.
+//!
+//! The agent is used the same way when the test runs on the host itself: there is no second
+//! implementation of a fault. Its binary is copied into the container (nothing is mounted from
+//! the test's filesystem). It lives exactly as long as its run: the container's standard input
+//! is the attach connection, so when the run ends (or its process dies) the agent reads end of
+//! file, exits and is removed by the engine; the run's teardown also removes it by label.
+use crate::image;
+use crate::progress;
+use crate::stack::fixture_binary;
+use chaos_agent::{Op, PROTOCOL, Reply, Request, Response};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use testcontainers::bollard::Docker;
+use testcontainers::bollard::container::LogOutput;
+use testcontainers::bollard::models::{ContainerCreateBody, HostConfig};
+use testcontainers::bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder,
+    StartContainerOptions, UploadToContainerOptionsBuilder,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
+
+/// What to do when the agent cannot act: said by every fault that needs it.
+pub(crate) const FIX: &str = "the run's host agent must start: the Docker engine must allow \
+     containers with SYS_ADMIN, SYS_PTRACE and NET_ADMIN in the host's pid namespace (rootless Docker and some hosted engines \
+     do not), and the chaos-agent binary must be built (`cargo test` builds it; or set \
+     CHAOS_AGENT_BIN)";
+
+/// Bound on one request (a command in a namespace is bounded to 10 s by the agent itself).
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Bound on the agent's start, from create to its first answer.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, String>>>>>;
+
+/// A running host agent.
+pub(crate) struct Agent {
+    name: String,
+    input: tokio::sync::Mutex<Pin<Box<dyn tokio::io::AsyncWrite + Send>>>,
+    pending: Pending,
+    next: AtomicU64,
+    reader: tokio::task::JoinHandle<()>,
+    /// What the agent last wrote to its standard error (why it died, if it did).
+    stderr: Arc<Mutex<String>>,
+    /// How long its start took, create to first answer.
+    pub(crate) started_in: Duration,
+    /// The engine host's kernel release, as the agent reads it.
+    pub(crate) kernel: String,
+    /// Whether this process shares the engine host's pid namespace (then a container's pid
+    /// names the same process here, and a probe may open its namespaces itself).
+    pub(crate) same_pids: bool,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// A one-file tar archive (ustar), for Docker's copy-into-container.
+pub(crate) fn tar_one(name: &str, mode: u32, data: &[u8]) -> Vec<u8> {
+    let mut h = [0u8; 512];
+    let put = |h: &mut [u8; 512], at: usize, len: usize, s: &[u8]| {
+        h[at..at + s.len().min(len)].copy_from_slice(&s[..s.len().min(len)]);
+    };
+    put(&mut h, 0, 100, name.as_bytes());
+    put(&mut h, 100, 8, format!("{mode:07o}\0").as_bytes());
+    put(&mut h, 108, 8, b"0000000\0");
+    put(&mut h, 116, 8, b"0000000\0");
+    put(&mut h, 124, 12, format!("{:011o}\0", data.len()).as_bytes());
+    put(&mut h, 136, 12, b"00000000000\0");
+    h[156] = b'0';
+    put(&mut h, 257, 6, b"ustar\0");
+    put(&mut h, 263, 2, b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    put(&mut h, 148, 8, format!("{sum:06o}\0 ").as_bytes());
+    let mut out = h.to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
+    out
+}
+
+impl Agent {
+    /// Starts the agent of run `run_id` on `docker`'s engine, with the run's `labels`.
+    pub(crate) async fn start(
+        docker: &Docker,
+        run_id: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<Agent, String> {
+        let started = Instant::now();
+        let name = format!("chaos-{run_id}-agent");
+        match tokio::time::timeout(START_TIMEOUT, Self::start_inner(docker, &name, labels)).await {
+            Ok(Ok(mut agent)) => {
+                agent.started_in = started.elapsed();
+                progress::line(
+                    "agent",
+                    &format!(
+                        "host agent {name} ready in {} ms (engine kernel {})",
+                        agent.started_in.as_millis(),
+                        agent.kernel
+                    ),
+                );
+                Ok(agent)
+            }
+            Ok(Err(e)) => {
+                remove(docker, &name).await;
+                Err(e)
+            }
+            Err(_) => {
+                remove(docker, &name).await;
+                Err(format!(
+                    "the host agent {name} did not answer within {} s",
+                    START_TIMEOUT.as_secs()
+                ))
+            }
+        }
+    }
+
+    async fn start_inner(
+        docker: &Docker,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<Agent, String> {
+        let tag = image::ensure(docker).await.map_err(|e| e.to_string())?;
+        let bin = fixture_binary("chaos-agent", "CHAOS_AGENT_BIN").map_err(|e| e.to_string())?;
+        let data = tokio::fs::read(&bin)
+            .await
+            .map_err(|e| format!("cannot read {}: {e}", bin.display()))?;
+        let body = ContainerCreateBody {
+            image: Some(tag),
+            cmd: Some(vec!["/usr/local/bin/chaos-agent".into(), "session".into()]),
+            labels: Some(labels),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            open_stdin: Some(true),
+            stdin_once: Some(true),
+            host_config: Some(HostConfig {
+                // The capabilities it uses, not `--privileged`: a host whose own bounding set
+                // lacks one (a sandboxed VM without CAP_SYS_RESOURCE) refuses every privileged
+                // container. setns(2) needs SYS_ADMIN (and the default seccomp profile allows
+                // it only then), opening another process's namespace SYS_PTRACE, the packet
+                // filter and qdiscs NET_ADMIN.
+                cap_add: Some(
+                    ["SYS_ADMIN", "SYS_PTRACE", "NET_ADMIN", "NET_RAW"]
+                        .map(str::to_string)
+                        .to_vec(),
+                ),
+                security_opt: Some(vec![
+                    "seccomp=unconfined".into(),
+                    "apparmor=unconfined".into(),
+                ]),
+                pid_mode: Some("host".into()),
+                cgroupns_mode: Some(
+                    testcontainers::bollard::models::HostConfigCgroupnsModeEnum::HOST,
+                ),
+                network_mode: Some("none".into()),
+                auto_remove: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptionsBuilder::new().name(name).build();
+        docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| format!("creating the host agent {name}: {e}"))?;
+        docker
+            .upload_to_container(
+                name,
+                Some(
+                    UploadToContainerOptionsBuilder::new()
+                        .path("/usr/local/bin")
+                        .build(),
+                ),
+                testcontainers::bollard::body_full(tar_one("chaos-agent", 0o755, &data).into()),
+            )
+            .await
+            .map_err(|e| format!("copying chaos-agent into {name}: {e}"))?;
+        let attached = docker
+            .attach_container(
+                name,
+                Some(
+                    AttachContainerOptionsBuilder::new()
+                        .stdin(true)
+                        .stdout(true)
+                        .stderr(true)
+                        .stream(true)
+                        .build(),
+                ),
+            )
+            .await
+            .map_err(|e| format!("attaching to the host agent {name}: {e}"))?;
+        docker
+            .start_container(name, None::<StartContainerOptions>)
+            .await
+            .map_err(|e| {
+                format!(
+                    "starting the host agent {name} (--pid=host, SYS_ADMIN/SYS_PTRACE/NET_ADMIN): {e}"
+                )
+            })?;
+        let pending: Pending = Arc::default();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let reader = tokio::spawn(read_responses(
+            attached.output,
+            pending.clone(),
+            stderr.clone(),
+        ));
+        let mut agent = Agent {
+            name: name.to_string(),
+            input: tokio::sync::Mutex::new(attached.input),
+            pending,
+            next: AtomicU64::new(1),
+            reader,
+            stderr,
+            started_in: Duration::ZERO,
+            kernel: String::new(),
+            same_pids: false,
+        };
+        match agent.call(Op::Hello).await? {
+            Reply::Hello {
+                protocol,
+                kernel,
+                pid_ns,
+            } if protocol == PROTOCOL => {
+                agent.kernel = kernel;
+                agent.same_pids = pid_ns != 0 && pid_ns == chaos_agent::pid_ns();
+                Ok(agent)
+            }
+            Reply::Hello { protocol, .. } => Err(format!(
+                "the host agent speaks protocol {protocol}, this runtime {PROTOCOL}: \
+                 rebuild the chaos-agent binary with this version (cargo build)"
+            )),
+            other => Err(format!("the host agent answered hello with {other:?}")),
+        }
+    }
+
+    /// Sends `op` and waits for its answer.
+    pub(crate) async fn call(&self, op: Op) -> Result<Reply, String> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        let mut line = serde_json::to_string(&Request { id, op }).map_err(|e| e.to_string())?;
+        line.push('\n');
+        let sent = {
+            let mut input = self.input.lock().await;
+            match input.write_all(line.as_bytes()).await {
+                Ok(()) => input.flush().await,
+                Err(e) => Err(e),
+            }
+        };
+        let gone = || {
+            let said = self
+                .stderr
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            format!(
+                "the host agent {} is gone{}",
+                self.name,
+                if said.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {said}")
+                }
+            )
+        };
+        if let Err(e) = sent {
+            self.forget(id);
+            return Err(format!("{} ({e})", gone()));
+        }
+        match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(gone()),
+            Err(_) => {
+                self.forget(id);
+                Err(format!(
+                    "the host agent {} did not answer within {} s",
+                    self.name,
+                    CALL_TIMEOUT.as_secs()
+                ))
+            }
+        }
+    }
+
+    fn forget(&self, id: u64) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+}
+
+/// Splits the agent's standard output into responses and hands each to its caller. When the
+/// stream ends, every caller still waiting learns that the agent is gone.
+async fn read_responses(
+    mut output: Pin<
+        Box<
+            dyn futures::Stream<Item = Result<LogOutput, testcontainers::bollard::errors::Error>>
+                + Send,
+        >,
+    >,
+    pending: Pending,
+    stderr: Arc<Mutex<String>>,
+) {
+    let mut buf = Vec::<u8>::new();
+    while let Some(Ok(chunk)) = output.next().await {
+        match chunk {
+            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                buf.extend_from_slice(&message);
+                while let Some(at) = buf.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=at).collect();
+                    if let Ok(r) = serde_json::from_slice::<Response>(&line) {
+                        let tx = pending
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&r.id);
+                        if let Some(tx) = tx {
+                            let _ = tx.send(r.result);
+                        }
+                    }
+                }
+            }
+            LogOutput::StdErr { message } => {
+                let mut s = stderr.lock().unwrap_or_else(|e| e.into_inner());
+                s.push_str(String::from_utf8_lossy(&message).trim());
+                let keep = s.len().saturating_sub(400);
+                s.drain(..keep);
+            }
+            LogOutput::StdIn { .. } => {}
+        }
+    }
+    pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+async fn remove(docker: &Docker, name: &str) {
+    let _ = docker
+        .remove_container(
+            name,
+            Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+        )
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tar_one;
+
+    #[test]
+    fn the_archive_is_one_ustar_entry_with_its_mode_and_size() {
+        let t = tar_one("chaos-agent", 0o755, b"#!/bin/sh\n");
+        assert_eq!(t.len() % 512, 0);
+        assert_eq!(t.len(), 512 + 512 + 1024);
+        assert_eq!(&t[0..11], b"chaos-agent");
+        assert_eq!(&t[100..107], b"0000755");
+        assert_eq!(&t[124..135], b"00000000012");
+        assert_eq!(&t[257..262], b"ustar");
+        // The checksum is the header's byte sum with the checksum field as spaces.
+        let mut h = t[..512].to_vec();
+        let stored = u32::from_str_radix(std::str::from_utf8(&h[148..154]).unwrap(), 8).unwrap();
+        h[148..156].copy_from_slice(b"        ");
+        assert_eq!(stored, h.iter().map(|&b| u32::from(b)).sum::<u32>());
+        assert_eq!(&t[512..522], b"#!/bin/sh\n");
+    }
+}
