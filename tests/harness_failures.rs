@@ -432,13 +432,13 @@ fn a_test_that_needs_ebpf_says_so_where_it_cannot_load() {
 #[ignore = "run without privileges by a_fault_that_needs_root_says_so_before_any_resource"]
 fn needs_root() {
     run(
-        probe_spec!("needs_root", "disk_io", "postgres", None),
+        probe_spec!("needs_root", "packet_loss", "postgres", None),
         Box::new(|_run| Box::pin(async {})),
     );
 }
 
-/// An ordinary user (here: nobody, not even in the docker group) asking for a write throttle,
-/// which this process writes into the target's cgroup files: the test fails at once, before it connects to
+/// An ordinary user (here: nobody, not even in the docker group) asking for packet loss, whose
+/// measurement makes sockets inside the target's network namespace: the test fails at once, before it connects to
 /// Docker or starts anything, naming what needs root, the fix and what works without it.
 #[test]
 fn a_fault_that_needs_root_says_so_before_any_resource() {
@@ -449,13 +449,15 @@ fn a_fault_that_needs_root_says_so_before_any_resource() {
     let (status, text) = as_nobody("needs_root", "CHAOS_LATENCY", Duration::from_secs(30));
     assert!(
         !status.success(),
-        "a disk throttle passed without root:\n{text}"
+        "packet loss passed without root:\n{text}"
     );
     assert!(
-        text.contains("injects disk_io into postgres, which needs root")
+        text.contains("injects packet_loss into postgres, which needs root")
             && text.contains("runs as uid 65534")
             && text.contains("Fix: run this test as root")
-            && text.contains("kill, stop, pause, network_partition, latency"),
+            && text.contains(
+                "kill, stop, pause, network_partition, latency, memory_oom, cpu_throttle, disk_io"
+            ),
         "not the one-line reason with its fix:\n{text}"
     );
     // Before any resource: not even a connection to Docker (nobody has none) or a reaper.

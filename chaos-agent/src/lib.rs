@@ -12,9 +12,11 @@
 //! [`Response`] with the same id. Requests are served concurrently, so a slow command (an
 //! `iptables` waiting for the xtables lock) does not hold up the others.
 //!
-//! Paths in [`Op::Read`] and [`Op::Write`] are the host's: the agent resolves them under
-//! `/proc/1/root`, the root of the host's first process, which it sees with `--pid=host` (or
-//! under its parent's, the container runtime's shim, when the host hides its pid 1).
+//! Paths in [`Op::Read`], [`Op::ReadDir`] and [`Op::Write`] are the host's: the agent resolves
+//! them under `/proc/1/root`, the root of the host's first process, which it sees with
+//! `--pid=host` (or under its parent's, the container runtime's shim, when the host hides its
+//! pid 1). `/proc/<pid>/...` is read as it is (the agent shares the host's pids) and
+//! `/proc/self/...` means that first process: `/proc/self/mountinfo` is the host's mount table.
 //!
 //! ```no_run
 //! // The suite's `chaos-agent` binary is this function.
@@ -71,6 +73,19 @@ pub enum Op {
         /// An absolute path on the engine's host.
         path: String,
     },
+    /// Lists a host directory's entry names; answered with [`Reply::Names`].
+    ReadDir {
+        /// An absolute path on the engine's host.
+        path: String,
+    },
+    /// Opens the host's kernel log (`/dev/kmsg`) at its end; answered with [`Reply::Handle`].
+    KmsgOpen,
+    /// The kernel log records logged since the last read of a held `/dev/kmsg` (at most 256);
+    /// answered with [`Reply::Names`], one record each.
+    KmsgRead {
+        /// From [`Reply::Handle`].
+        handle: u64,
+    },
     /// Writes `data` to a host file (a cgroup control file: one `write(2)`); answered with
     /// [`Reply::Done`].
     Write {
@@ -122,6 +137,11 @@ pub enum Reply {
     Text {
         /// The file's content.
         text: String,
+    },
+    /// To [`Op::ReadDir`] and [`Op::KmsgRead`].
+    Names {
+        /// Entry names or records.
+        names: Vec<String>,
     },
     /// To [`Op::NetnsClose`] and [`Op::Write`].
     Done,

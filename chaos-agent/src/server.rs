@@ -9,18 +9,23 @@ use std::time::Duration;
 /// Bound on one command in a namespace (`iptables` waits up to 5 s for the xtables lock).
 const RUN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The host process whose root and mounts are the host's: 1, or the agent's parent.
+fn host_pid() -> u32 {
+    if std::fs::read_link("/proc/1/root").is_ok() {
+        return 1;
+    }
+    #[cfg(target_os = "linux")]
+    // SAFETY: getppid(2) has no preconditions.
+    return unsafe { libc::getppid() } as u32;
+    #[cfg(not(target_os = "linux"))]
+    1
+}
+
 /// Where the host's filesystem is seen from the agent (`--pid=host`): the root of the host's
 /// first process, or of the agent's parent (the container runtime's shim) when a host hides
 /// its pid 1.
 fn host_root() -> String {
-    if std::fs::read_link("/proc/1/root").is_ok() {
-        return "/proc/1/root".into();
-    }
-    #[cfg(target_os = "linux")]
-    // SAFETY: getppid(2) has no preconditions.
-    return format!("/proc/{}/root", unsafe { libc::getppid() });
-    #[cfg(not(target_os = "linux"))]
-    "/proc/1/root".into()
+    format!("/proc/{}/root", host_pid())
 }
 
 /// The `chaos-agent` binary: `hold` (the container's main process) or `session` (one client).
@@ -44,6 +49,7 @@ pub fn main() {
 #[derive(Default)]
 struct State {
     next: u64,
+    kmsg: HashMap<u64, std::fs::File>,
     #[cfg(target_os = "linux")]
     held: HashMap<u64, std::os::fd::OwnedFd>,
     #[cfg(not(target_os = "linux"))]
@@ -101,6 +107,15 @@ fn handle(state: &Mutex<State>, op: Op) -> Result<Reply, String> {
                 .map(|()| Reply::Done)
                 .map_err(|e| format!("cannot write {data:?} to {path}: {e}"))
         }
+        Op::ReadDir { path } => std::fs::read_dir(host(&path)?)
+            .and_then(|d| {
+                d.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                    .collect::<std::io::Result<Vec<_>>>()
+            })
+            .map(|names| Reply::Names { names })
+            .map_err(|e| format!("cannot list {path} on the engine's host: {e}")),
+        Op::KmsgOpen => kmsg::open(state),
+        Op::KmsgRead { handle } => kmsg::read(state, handle),
         Op::NetnsOpen { pid } => netns::open(state, pid),
         Op::NetnsRun {
             handle,
@@ -131,7 +146,59 @@ fn host(path: &str) -> Result<String, String> {
     if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
         return Err(format!("{path:?} is not an absolute host path"));
     }
+    if let Some(rest) = path.strip_prefix("/proc/self/") {
+        return Ok(format!("/proc/{}/{rest}", host_pid()));
+    }
+    if path.starts_with("/proc/") {
+        return Ok(path.to_string());
+    }
     Ok(format!("{}{path}", host_root()))
+}
+
+mod kmsg {
+    use super::State;
+    use crate::Reply;
+    use std::io::{Read, Seek, SeekFrom};
+    use std::sync::Mutex;
+
+    pub(super) fn open(state: &Mutex<State>) -> Result<Reply, String> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.read(true);
+        #[cfg(target_os = "linux")]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK);
+        let mut f = opts
+            .open("/dev/kmsg")
+            .map_err(|e| format!("cannot open /dev/kmsg: {e}"))?;
+        // SEEK_END skips the backlog: only records logged from now on.
+        f.seek(SeekFrom::End(0))
+            .map_err(|e| format!("/dev/kmsg: {e}"))?;
+        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        s.next += 1;
+        let handle = s.next;
+        s.kmsg.insert(handle, f);
+        Ok(Reply::Handle { handle })
+    }
+
+    pub(super) fn read(state: &Mutex<State>, handle: u64) -> Result<Reply, String> {
+        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        let f = s
+            .kmsg
+            .get_mut(&handle)
+            .ok_or_else(|| format!("no open kernel log {handle}"))?;
+        let mut names = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        while names.len() < 256 {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => names.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                // A record overwritten before it was read: skip to the next.
+                Err(e) if e.raw_os_error() == Some(32) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(format!("/dev/kmsg: {e}")),
+            }
+        }
+        Ok(Reply::Names { names })
+    }
 }
 
 #[cfg(target_os = "linux")]

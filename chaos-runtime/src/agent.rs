@@ -155,9 +155,10 @@ impl Agent {
                 // lacks one (a sandboxed VM without CAP_SYS_RESOURCE) refuses every privileged
                 // container. setns(2) needs SYS_ADMIN (and the default seccomp profile allows
                 // it only then), opening another process's namespace SYS_PTRACE, the packet
-                // filter and qdiscs NET_ADMIN.
+                // filter and qdiscs NET_ADMIN, the kernel log (its OOM killer's victims)
+                // SYSLOG and the /dev/kmsg device.
                 cap_add: Some(
-                    ["SYS_ADMIN", "SYS_PTRACE", "NET_ADMIN", "NET_RAW"]
+                    ["SYS_ADMIN", "SYS_PTRACE", "NET_ADMIN", "NET_RAW", "SYSLOG"]
                         .map(str::to_string)
                         .to_vec(),
                 ),
@@ -165,6 +166,11 @@ impl Agent {
                     "seccomp=unconfined".into(),
                     "apparmor=unconfined".into(),
                 ]),
+                devices: Some(vec![testcontainers::bollard::models::DeviceMapping {
+                    path_on_host: Some("/dev/kmsg".into()),
+                    path_in_container: Some("/dev/kmsg".into()),
+                    cgroup_permissions: Some("r".into()),
+                }]),
                 pid_mode: Some("host".into()),
                 cgroupns_mode: Some(
                     testcontainers::bollard::models::HostConfigCgroupnsModeEnum::HOST,
@@ -358,6 +364,118 @@ async fn remove(docker: &Docker, name: &str) {
             Some(RemoveContainerOptionsBuilder::new().force(true).build()),
         )
         .await;
+}
+
+/// The engine's host as the observers and faults read it (see `crate::observe::sys`), through
+/// the agent: what a process in a CI job container, on another machine or without root cannot
+/// read itself. Calls block the calling worker (`block_in_place`) for one round trip.
+pub(crate) struct AgentSys {
+    agent: Arc<Agent>,
+    rt: tokio::runtime::Handle,
+}
+
+impl AgentSys {
+    /// Over `agent`, on the current runtime (a multi-threaded one: the run's).
+    pub(crate) fn new(agent: Arc<Agent>) -> AgentSys {
+        AgentSys {
+            agent,
+            rt: tokio::runtime::Handle::current(),
+        }
+    }
+
+    fn call(&self, op: Op) -> std::io::Result<Reply> {
+        let agent = self.agent.clone();
+        let rt = self.rt.clone();
+        let run = move || rt.block_on(agent.call(op));
+        let result = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(run)
+            }
+            Ok(_) => std::thread::scope(|s| s.spawn(run).join())
+                .unwrap_or_else(|_| Err("the agent call panicked".into())),
+            Err(_) => run(),
+        };
+        result.map_err(|e| {
+            // The agent says the OS error in words; a vanished file is NotFound here too.
+            let kind = if e.contains("(os error 2)") || e.contains("(os error 3)") {
+                std::io::ErrorKind::NotFound
+            } else if e.contains("(os error 13)") || e.contains("(os error 1)") {
+                std::io::ErrorKind::PermissionDenied
+            } else {
+                std::io::ErrorKind::Other
+            };
+            std::io::Error::new(kind, e)
+        })
+    }
+}
+
+fn unexpected(op: &str, r: Reply) -> std::io::Error {
+    std::io::Error::other(format!("the host agent answered {op} with {r:?}"))
+}
+
+impl crate::observe::sys::Sys for AgentSys {
+    fn read(&self, path: &std::path::Path) -> std::io::Result<String> {
+        match self.call(Op::Read {
+            path: path.display().to_string(),
+        })? {
+            Reply::Text { text } => Ok(text),
+            r => Err(unexpected("read", r)),
+        }
+    }
+
+    fn read_dir_names(&self, path: &std::path::Path) -> std::io::Result<Vec<String>> {
+        match self.call(Op::ReadDir {
+            path: path.display().to_string(),
+        })? {
+            Reply::Names { names } => Ok(names),
+            r => Err(unexpected("read_dir", r)),
+        }
+    }
+
+    fn open_kmsg(&self) -> std::io::Result<Box<dyn crate::observe::sys::KmsgReader>> {
+        match self.call(Op::KmsgOpen)? {
+            Reply::Handle { handle } => Ok(Box::new(AgentKmsg {
+                sys: AgentSys {
+                    agent: self.agent.clone(),
+                    rt: self.rt.clone(),
+                },
+                handle,
+                pending: std::collections::VecDeque::new(),
+            })),
+            r => Err(unexpected("kmsg_open", r)),
+        }
+    }
+
+    fn write(&self, path: &std::path::Path, data: &str) -> std::io::Result<()> {
+        match self.call(Op::Write {
+            path: path.display().to_string(),
+            data: data.to_string(),
+        })? {
+            Reply::Done => Ok(()),
+            r => Err(unexpected("write", r)),
+        }
+    }
+}
+
+/// The host's kernel log, read through the agent a batch at a time.
+struct AgentKmsg {
+    sys: AgentSys,
+    handle: u64,
+    pending: std::collections::VecDeque<String>,
+}
+
+impl crate::observe::sys::KmsgReader for AgentKmsg {
+    fn read_record(&mut self) -> std::io::Result<Option<String>> {
+        if self.pending.is_empty() {
+            match self.sys.call(Op::KmsgRead {
+                handle: self.handle,
+            })? {
+                Reply::Names { names } => self.pending.extend(names),
+                r => return Err(unexpected("kmsg_read", r)),
+            }
+        }
+        Ok(self.pending.pop_front())
+    }
 }
 
 #[cfg(test)]

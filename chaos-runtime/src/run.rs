@@ -430,6 +430,45 @@ async fn experiment(
     Ok((tl, acked))
 }
 
+/// How the observers and faults see the engine's host: this process's own /proc, /sys and
+/// /dev/kmsg when it is root in the engine host's pid namespace (nothing to start), else the
+/// run's host agent. The second value says why eBPF, which this process loads itself, cannot
+/// observe the engine from here.
+async fn host_view(
+    stack: &Stack,
+) -> (
+    Arc<dyn crate::observe::sys::Sys>,
+    Result<(), String>,
+    &'static str,
+) {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root && stack.sees_engine_pids().await {
+        return (Arc::new(crate::observe::sys::RealSys), Ok(()), "");
+    }
+    match stack.agent().await {
+        Ok(agent) => {
+            let here = if agent.same_pids {
+                Ok(())
+            } else {
+                Err("this process is not in the Docker engine host's pid namespace".into())
+            };
+            (
+                Arc::new(crate::agent::AgentSys::new(agent)),
+                here,
+                " (host files through the host agent)",
+            )
+        }
+        Err(why) => {
+            progress::line(
+                "observe",
+                &format!("no host agent ({why}); observing from this process only"),
+            );
+            (Arc::new(crate::observe::sys::RealSys), Ok(()), "")
+        }
+    }
+}
+
 /// Observe: the observers, watching every service of the stack.
 async fn start_observers(
     stack: &Stack,
@@ -437,21 +476,20 @@ async fn start_observers(
     mode: ObserverMode,
     tx: crate::observe::Sink,
 ) -> Result<Arc<Observers>, Failure> {
-    let observers = Arc::new(Observers::start(mode, docker, tx).await?);
+    let (sys, here, via) = host_view(stack).await;
+    let observers = Arc::new(Observers::start_with(mode, docker, tx, sys, here).await?);
     for role in stack.roles() {
         if let Ok(w) = stack.watched(&role).await {
             observers.watch(w).await;
         }
     }
-    progress::line(
-        "observe",
-        &observers
-            .choices()
-            .iter()
-            .map(|c| format!("{}={}", c.signal, crate::timeline::source_name(c.source)))
-            .collect::<Vec<_>>()
-            .join(" "),
-    );
+    let choices = observers
+        .choices()
+        .iter()
+        .map(|c| format!("{}={}", c.signal, crate::timeline::source_name(c.source)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    progress::line("observe", &format!("{choices}{via}"));
     Ok(observers)
 }
 

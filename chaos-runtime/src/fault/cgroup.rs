@@ -17,6 +17,7 @@
 //! Pure functions do the parsing and formatting (unit-tested with fake v1 and v2 trees below);
 //! the few functions that touch the host say so.
 use crate::observe::cgroup::{CgroupPaths, parse_mountinfo, paths_from};
+use crate::observe::sys::Sys;
 use futures::StreamExt;
 use std::fmt;
 use std::io;
@@ -26,16 +27,17 @@ use testcontainers::bollard::Docker;
 use testcontainers::bollard::exec::{StartExecOptions, StartExecResults};
 use testcontainers::bollard::models::ExecConfig;
 
-/// The cgroup directories of the process `pid` (a container's init pid), read from this host.
-pub(crate) fn of_pid(pid: u32) -> io::Result<CgroupPaths> {
+/// The cgroup directories of the process `pid` (a container's init pid), read from the
+/// engine's host through `sys`.
+pub(crate) fn of_pid(sys: &dyn Sys, pid: u32) -> io::Result<CgroupPaths> {
     if pid == 0 {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
             "the container is not running",
         ));
     }
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let mounts = sys.read(Path::new("/proc/self/mountinfo"))?;
+    let own = sys.read(Path::new(&format!("/proc/{pid}/cgroup")))?;
     Ok(paths_from(&parse_mountinfo(&mounts), &own))
 }
 
@@ -94,8 +96,9 @@ pub(crate) fn controller(
         .then(|| Files::V2(h.dir.clone()))
 }
 
-/// [`controller`] with the unified directory's `cgroup.controllers` read from this host.
+/// [`controller`] with the unified directory's `cgroup.controllers` read through `sys`.
 pub(crate) fn controller_on_host(
+    sys: &dyn Sys,
     paths: &CgroupPaths,
     v1_name: &str,
     v2_name: &str,
@@ -103,7 +106,7 @@ pub(crate) fn controller_on_host(
     let enabled = paths
         .v2
         .as_ref()
-        .and_then(|h| std::fs::read_to_string(h.dir.join("cgroup.controllers")).ok());
+        .and_then(|h| sys.read(&h.dir.join("cgroup.controllers")).ok());
     controller(paths, v1_name, v2_name, enabled.as_deref())
 }
 
@@ -157,9 +160,9 @@ pub(crate) fn parse_cfs(quota: &str, period: &str) -> Option<CpuQuota> {
     })
 }
 
-/// The CFS quota in force, read from this host; with the file that holds it.
-pub(crate) fn read_cpu_quota(f: &Files) -> Option<(CpuQuota, &'static str)> {
-    let read = |n: &str| std::fs::read_to_string(f.dir().join(n)).ok();
+/// The CFS quota in force, read through `sys`; with the file that holds it.
+pub(crate) fn read_cpu_quota(sys: &dyn Sys, f: &Files) -> Option<(CpuQuota, &'static str)> {
+    let read = |n: &str| sys.read(&f.dir().join(n)).ok();
     match f {
         Files::V1(_) => Some((
             parse_cfs(&read("cpu.cfs_quota_us")?, &read("cpu.cfs_period_us")?)?,
@@ -357,10 +360,10 @@ pub(crate) fn write_limits(
     }
 }
 
-/// Writes each line to its file (cgroup files take one line per `write`).
-pub(crate) fn write_lines(lines: &[(PathBuf, String)]) -> io::Result<()> {
+/// Writes each line to its file through `sys` (cgroup files take one line per `write`).
+pub(crate) fn write_lines(sys: &dyn Sys, lines: &[(PathBuf, String)]) -> io::Result<()> {
     for (path, line) in lines {
-        std::fs::write(path, line).map_err(|e| {
+        sys.write(path, line).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("write {line:?} to {}: {e}", path.display()),
@@ -426,20 +429,17 @@ pub(crate) fn parse_nspid(status: &str) -> Vec<u32> {
 
 /// The host pid of the process whose pid is `ns_pid` inside the container whose `cgroup.procs`
 /// is in `procs_dir`.
-pub(crate) fn host_pid_of(procs_dir: &Path, ns_pid: u32) -> Option<u32> {
-    let procs = std::fs::read_to_string(procs_dir.join("cgroup.procs")).ok()?;
+pub(crate) fn host_pid_of(sys: &dyn Sys, procs_dir: &Path, ns_pid: u32) -> Option<u32> {
+    let procs = sys.read(&procs_dir.join("cgroup.procs")).ok()?;
     procs
         .lines()
         .filter_map(|l| l.trim().parse::<u32>().ok())
         .find(|hp| {
-            let status = std::fs::read_to_string(format!("/proc/{hp}/status")).unwrap_or_default();
+            let status = sys
+                .read(Path::new(&format!("/proc/{hp}/status")))
+                .unwrap_or_default();
             parse_nspid(&status).last() == Some(&ns_pid)
         })
-}
-
-/// Reads a file of this host, `None` when it cannot.
-pub(crate) fn read_host(p: &Path) -> Option<String> {
-    std::fs::read_to_string(p).ok()
 }
 
 /// How long one `docker exec` may take.
@@ -742,7 +742,11 @@ mod tests {
         };
         let read = |p: &Path| std::fs::read_to_string(p).ok();
         assert_eq!(write_limits(&f, dev, read), (None, None));
-        write_lines(&throttle_lines(&f, dev, 262_144, 64)).unwrap();
+        write_lines(
+            &crate::observe::sys::RealSys,
+            &throttle_lines(&f, dev, 262_144, 64),
+        )
+        .unwrap();
         assert_eq!(write_limits(&f, dev, read), (Some(262_144), Some(64)));
         // The kernel lists other devices' rules too, and drops a rule written as 0.
         std::fs::write(

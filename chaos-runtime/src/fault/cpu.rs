@@ -107,12 +107,13 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
         .await
         .map_err(err("update (CPU quota)"))?;
 
-    // Which file acted, read back from the cgroup of this host.
-    let read_back = cg::of_pid(pid)
+    // Which file acted, read back from the container's cgroup on the engine's host.
+    let sys = cx.observers.sys();
+    let read_back = cg::of_pid(&*sys, pid)
         .ok()
-        .and_then(|p| cg::controller_on_host(&p, "cpu", "cpu"))
+        .and_then(|p| cg::controller_on_host(&*sys, &p, "cpu", "cpu"))
         .and_then(|f| {
-            let (q, file) = cg::read_cpu_quota(&f)?;
+            let (q, file) = cg::read_cpu_quota(&*sys, &f)?;
             Some((q, format!("{file}, {}", f.version())))
         });
     let what = match wanted {

@@ -21,6 +21,7 @@
 use super::cgroup::{self as cg, Dev, Files, MountDev, human_bytes};
 use super::{FaultCx, FaultError, Healing, Injected};
 use crate::clock::mono_ns;
+use crate::observe::sys::Sys;
 use crate::spec::FaultSpec;
 use std::path::Path;
 use std::sync::Arc;
@@ -91,12 +92,15 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
     let pid = info.state.as_ref().and_then(|s| s.pid).unwrap_or(0).max(0) as u32;
     let path = data_path(info.mounts.as_deref().unwrap_or_default());
 
-    let paths = cg::of_pid(pid);
+    let sys = cx.observers.sys();
+    let paths = cg::of_pid(&*sys, pid);
     let files = paths
         .as_ref()
         .ok()
-        .and_then(|p| cg::controller_on_host(p, "blkio", "io"));
-    let mount = cg::read_host(Path::new(&format!("/proc/{pid}/mountinfo")))
+        .and_then(|p| cg::controller_on_host(&*sys, p, "blkio", "io"));
+    let mount = sys
+        .read(Path::new(&format!("/proc/{pid}/mountinfo")))
+        .ok()
         .and_then(|mi| cg::mount_of(&mi, &path));
     let planned = match &paths {
         Err(e) => Err(format!(
@@ -117,7 +121,7 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
         }),
     };
     let why_not = match planned {
-        Ok((files, mount, dev)) => match apply(&files, dev, wbps, wiops) {
+        Ok((files, mount, dev)) => match apply(&*sys, &files, dev, wbps, wiops) {
             Ok(()) => {
                 let names = match &files {
                     Files::V1(_) => "blkio.throttle.write_bps_device + write_iops_device",
@@ -128,7 +132,8 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
                     human_bytes(wbps),
                     files.version()
                 );
-                let before = cg::written(&files, dev, cg::read_host);
+                let read = |p: &Path| sys.read(p).ok();
+                let before = cg::written(&files, dev, read);
                 cx.event(
                     "io_limit_set",
                     &role,
@@ -147,8 +152,9 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
                     // Stamped when the heal starts, with `fault_healed`: the event belongs there,
                     // not after the first request that already met the free disk.
                     let at = mono_ns();
-                    let after = cg::written(&files, dev, cg::read_host);
-                    let removed = cg::write_lines(&cg::unthrottle_lines(&files, dev));
+                    let sys = cx.observers.sys();
+                    let after = cg::written(&files, dev, |p: &Path| sys.read(p).ok());
+                    let removed = cg::write_lines(&*sys, &cg::unthrottle_lines(&files, dev));
                     let mut detail = vec![("held_ms", set_at.elapsed().as_millis().to_string())];
                     if let (Some(b), Some(a)) = (before, after) {
                         detail.push(("written_bytes", a.0.saturating_sub(b.0).to_string()));
@@ -171,19 +177,35 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
         },
         Err(why) => why,
     };
+    if why_not.starts_with(DENIED) {
+        // Not the hog: a throttle this process may not write is a missing privilege, and an
+        // I/O hog instead would be another fault with another verdict.
+        return Err(FaultError::Unsupported {
+            fault,
+            why: why_not,
+            fix: crate::agent::FIX.into(),
+        });
+    }
     hog(cx, &fault, &role, &id, &path, &why_not).await
 }
 
+/// How [`apply`] says that writing the throttle was not permitted.
+const DENIED: &str = "not permitted to write the throttle";
+
 /// Writes the throttle and checks the kernel kept it; undoes a partial write.
-fn apply(files: &Files, dev: Dev, wbps: u64, wiops: u64) -> Result<(), String> {
+fn apply(sys: &dyn Sys, files: &Files, dev: Dev, wbps: u64, wiops: u64) -> Result<(), String> {
     let undo = || {
-        let _ = cg::write_lines(&cg::unthrottle_lines(files, dev));
+        let _ = cg::write_lines(sys, &cg::unthrottle_lines(files, dev));
     };
-    if let Err(e) = cg::write_lines(&cg::throttle_lines(files, dev, wbps, wiops)) {
+    if let Err(e) = cg::write_lines(sys, &cg::throttle_lines(files, dev, wbps, wiops)) {
         undo();
-        return Err(format!("the kernel refused the throttle: {e}"));
+        return Err(if e.kind() == std::io::ErrorKind::PermissionDenied {
+            format!("{DENIED}: {e}")
+        } else {
+            format!("the kernel refused the throttle: {e}")
+        });
     }
-    match cg::write_limits(files, dev, cg::read_host) {
+    match cg::write_limits(files, dev, |p| sys.read(p).ok()) {
         (Some(b), Some(i)) if b == wbps && i == wiops => Ok(()),
         other => {
             undo();

@@ -94,12 +94,15 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
         let (docker, id, fault) = (docker.clone(), id.clone(), fault.clone());
         move || async move { restore_limit(&docker, &id, &fault, &restore).await }
     };
-    let file = match cg::of_pid(pid)
+    let sys = cx.observers.sys();
+    let file = match cg::of_pid(&*sys, pid)
         .ok()
-        .and_then(|p| cg::controller_on_host(&p, "memory", "memory"))
+        .and_then(|p| cg::controller_on_host(&*sys, &p, "memory", "memory"))
     {
         Some(f)
-            if cg::read_host(&cg::memory_limit_file(&f))
+            if sys
+                .read(&cg::memory_limit_file(&f))
+                .ok()
                 .as_deref()
                 .and_then(cg::parse_limit)
                 == Some(limit) =>
@@ -288,12 +291,13 @@ async fn backend_hog(
             out.trim()
         ));
     }
+    let sys = cx.observers.sys();
     let host_pid = cg::state(cx.stack.docker(), id)
         .await
         .ok()
-        .and_then(|(_, pid)| cg::of_pid(pid).ok())
+        .and_then(|(_, pid)| cg::of_pid(&*sys, pid).ok())
         .and_then(|p| p.procs_dir().map(|d| d.to_path_buf()))
-        .and_then(|dir| cg::host_pid_of(&dir, ns_pid as u32));
+        .and_then(|dir| cg::host_pid_of(&*sys, &dir, ns_pid as u32));
     let bytes = (limit * 2).min(PG_MAX_ALLOC);
     let sql = format!("SELECT length(repeat('x', {bytes}))");
     let task = tokio::spawn(async move {

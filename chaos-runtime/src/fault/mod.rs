@@ -24,15 +24,10 @@ pub(crate) mod tc;
 
 /// What a fault kind does from this process that only root can do on the Docker host, if
 /// anything; `None` for the kinds that work through the Docker API, the fault proxy, a
-/// command run in the container or the run's host agent (`network_partition`, netem latency). Checked before any resource exists. (`disk_io` falls back to
-/// an I/O hog where a host has no throttle to write; refused for lack of root it would be a
-/// different fault with a different verdict, so it is named here instead.)
+/// command run in the container or the run's host agent (a partition's rules, netem, the disk
+/// throttle's cgroup files). Checked before any resource exists.
 pub fn needs_root(kind: &str) -> Option<&'static str> {
     match kind {
-        "disk_io" => Some(
-            "it writes the write throttle into the target's blkio/io cgroup files on the host, \
-             which only root may write",
-        ),
         "packet_loss" => Some(
             "its rules go through the host agent, but its measurement (UDP datagrams between \
              the target and a peer) uses sockets this process makes inside their network \
@@ -262,7 +257,7 @@ mod tests {
     fn only_what_this_process_does_on_the_host_needs_root_the_agent_does_the_rest() {
         let kinds = || crate::spec::FAULT_KINDS.iter().copied();
         let root: Vec<&str> = kinds().filter(|k| super::needs_root(k).is_some()).collect();
-        assert_eq!(root, ["packet_loss", "bandwidth", "disk_io"]);
+        assert_eq!(root, ["packet_loss", "bandwidth"]);
         let agent: Vec<&str> = kinds().filter(|k| super::needs_agent(k)).collect();
         // latency goes through the agent only when netem is forced (CHAOS_LATENCY=netem).
         if !super::latency::forced_netem() {

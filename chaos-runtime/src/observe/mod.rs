@@ -34,7 +34,7 @@ pub(crate) mod cgroup;
 mod docker_events;
 mod kmsg;
 mod procfs;
-mod sys;
+pub(crate) mod sys;
 
 /// Who saw an event. Recorded on every timeline event and shown in snapshots and reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -409,22 +409,46 @@ impl Observers {
         docker: testcontainers::bollard::Docker,
         sink: Sink,
     ) -> Result<Self, ObserveError> {
+        Self::start_with(mode, docker, sink, Arc::new(sys::RealSys), Ok(())).await
+    }
+
+    /// [`Observers::start`] reading the host through `sys`; `here` is `Err(why)` when eBPF
+    /// loaded by this process would not observe the engine's kernel and containers.
+    pub(crate) async fn start_with(
+        mode: ObserverMode,
+        docker: testcontainers::bollard::Docker,
+        sink: Sink,
+        sys: Arc<dyn sys::Sys>,
+        here: Result<(), String>,
+    ) -> Result<Self, ObserveError> {
         let clock = docker_events::WallToMono::now();
         let started = crate::clock::mono_ns();
-        let sys: Arc<dyn sys::Sys> = Arc::new(sys::RealSys);
 
-        let (bpf, why_not): (Option<bpf::BpfObserver>, String) = match mode {
-            ObserverMode::Fallback => {
-                let by = match ObserverMode::from_env() {
-                    Ok(Some(ObserverMode::Fallback)) => "CHAOS_OBSERVER=fallback",
-                    _ => "observer = \"fallback\"",
-                };
-                (None, format!("eBPF disabled by {by}"))
+        let (bpf, why_not): (Option<bpf::BpfObserver>, String) = match (mode, here) {
+            (ObserverMode::Bpf, Err(why)) => {
+                return Err(ObserveError::BpfUnavailable {
+                    why,
+                    fix: "run the test process on the Docker engine's host (eBPF is loaded by \
+                          the test process; the host agent does not load it yet)"
+                        .into(),
+                });
             }
-            ObserverMode::Auto | ObserverMode::Bpf => match bpf::BpfObserver::load(sink.clone()) {
-                Ok(b) => (Some(b), String::new()),
-                Err(e) if mode == ObserverMode::Bpf => return Err(bpf_unavailable(e)),
-                Err(e) => (None, format!("eBPF unavailable: {}", why_of(&e))),
+            (ObserverMode::Auto, Err(why)) => (None, format!("eBPF not here: {why}")),
+            (mode, _) => match mode {
+                ObserverMode::Fallback => {
+                    let by = match ObserverMode::from_env() {
+                        Ok(Some(ObserverMode::Fallback)) => "CHAOS_OBSERVER=fallback",
+                        _ => "observer = \"fallback\"",
+                    };
+                    (None, format!("eBPF disabled by {by}"))
+                }
+                ObserverMode::Auto | ObserverMode::Bpf => {
+                    match bpf::BpfObserver::load(sink.clone()) {
+                        Ok(b) => (Some(b), String::new()),
+                        Err(e) if mode == ObserverMode::Bpf => return Err(bpf_unavailable(e)),
+                        Err(e) => (None, format!("eBPF unavailable: {}", why_of(&e))),
+                    }
+                }
             },
         };
         let bpf_signals = bpf.as_ref().map(|b| b.signals()).unwrap_or_default();
@@ -509,6 +533,11 @@ impl Observers {
             stop_tx,
             tasks,
         })
+    }
+
+    /// How the observers read the host; the faults read and write it the same way.
+    pub(crate) fn sys(&self) -> Arc<dyn sys::Sys> {
+        self.sys.clone()
     }
 
     /// Add or refresh a container (after every (re)start); forwards to every active source.

@@ -1,5 +1,7 @@
-//! The one boundary through which the fallback observers read the host: /proc, cgroup files
-//! and /dev/kmsg. Parsers never touch the file system themselves, so unit tests drive them
+//! The one boundary through which the fallback observers and the faults read (and the disk
+//! throttle writes) the host: /proc, cgroup files and /dev/kmsg. [`RealSys`] is this process
+//! on the engine's host; the run's host agent (`crate::agent::AgentSys`) is the engine's host
+//! wherever this process is. Parsers never touch the file system themselves, so unit tests drive them
 //! with canned contents through [`fake::FakeSys`] (aya keeps the same split in `sys/fake.rs`).
 
 use std::io::{self, Read, Seek, SeekFrom};
@@ -13,6 +15,14 @@ pub(crate) trait Sys: Send + Sync + 'static {
     fn read_dir_names(&self, path: &Path) -> io::Result<Vec<String>>;
     /// /dev/kmsg opened non-blocking and positioned at its end: only records logged from now on.
     fn open_kmsg(&self) -> io::Result<Box<dyn KmsgReader>>;
+    /// Writes a control file (a cgroup limit) in one `write(2)`.
+    fn write(&self, path: &Path, data: &str) -> io::Result<()> {
+        let _ = (path, data);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this host view is read-only",
+        ))
+    }
 }
 
 /// A reader of kernel log records, one record per call.
@@ -21,12 +31,17 @@ pub(crate) trait KmsgReader: Send {
     fn read_record(&mut self) -> io::Result<Option<String>>;
 }
 
-/// The host itself.
+/// The host itself, from this process (which must be on it, and root to write or read the
+/// kernel log).
 pub(crate) struct RealSys;
 
 impl Sys for RealSys {
     fn read(&self, path: &Path) -> io::Result<String> {
         std::fs::read_to_string(path)
+    }
+
+    fn write(&self, path: &Path, data: &str) -> io::Result<()> {
+        std::fs::write(path, data)
     }
 
     fn read_dir_names(&self, path: &Path) -> io::Result<Vec<String>> {

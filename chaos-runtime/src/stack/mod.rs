@@ -464,7 +464,7 @@ impl Stack {
         };
         let created = stack.create_resources(&wiring, &labels).await;
         let result = match created {
-            Ok(()) if plan.agent => {
+            Ok(()) if plan.agent || stack.agent_likely() => {
                 // The agent's start (~0.3 s) overlaps the services'; its error is kept for the
                 // fault that needs it, which says it with the fix.
                 let (waves, agent) = tokio::join!(
@@ -752,6 +752,31 @@ impl Stack {
             id: svc.id.clone(),
             pid,
         })
+    }
+
+    /// Whether this process sees the containers' processes as the engine reports them: its
+    /// `/proc/<pid>/cgroup` names the container (false in a CI job container, for a remote
+    /// engine, or before any service runs).
+    pub(crate) async fn sees_engine_pids(&self) -> bool {
+        if matches!(self.reach, crate::reach::Reach::Direct { .. }) {
+            return false;
+        }
+        for role in self.roles() {
+            if let Ok(w) = self.watched(&role).await
+                && w.pid > 0
+            {
+                return std::fs::read_to_string(format!("/proc/{}/cgroup", w.pid))
+                    .is_ok_and(|s| s.contains(&w.id));
+            }
+        }
+        false
+    }
+
+    /// Whether the run will want its host agent whatever the fault: the observers read the
+    /// engine's host through it when this process is not root or runs in a container.
+    fn agent_likely(&self) -> bool {
+        // SAFETY: geteuid has no preconditions.
+        matches!(self.reach, crate::reach::Reach::Direct { .. }) || unsafe { libc::geteuid() } != 0
     }
 
     /// The IPv4 address of `role` on the stack network, while it runs (`None` when it has none).
