@@ -1,5 +1,4 @@
-//! The agent's side: `chaos-agent hold` keeps the container alive, `chaos-agent session` serves
-//! one client over its standard streams.
+//! The agent's side: `chaos-agent session` serves one client over its standard streams.
 use crate::{Op, PROTOCOL, Reply, Request, Response};
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -28,21 +27,18 @@ fn host_root() -> String {
     format!("/proc/{}/root", host_pid())
 }
 
-/// The `chaos-agent` binary: `hold` (the container's main process) or `session` (one client).
+/// The `chaos-agent` binary: `chaos-agent session` serves one client on its standard streams
+/// until its input ends (the container's main process; its stdin is the run's connection).
 pub fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
-    match mode.as_str() {
-        "hold" => loop {
-            std::thread::park();
-        },
-        "session" => serve(std::io::stdin().lock(), std::io::stdout()),
-        _ => {
-            eprintln!(
-                "usage: chaos-agent hold | session\n\
-                 The chaos runtime starts this in its host-agent container; it is not run by hand."
-            );
-            std::process::exit(2);
-        }
+    if mode == "session" {
+        serve(std::io::stdin().lock(), std::io::stdout());
+    } else {
+        eprintln!(
+            "usage: chaos-agent session\n\
+             The chaos runtime starts this in its host-agent container; it is not run by hand."
+        );
+        std::process::exit(2);
     }
 }
 

@@ -88,6 +88,15 @@ pub fn reap(owner: &str, socket: &str) -> io::Result<Reaped> {
     }
     let list = get_json(socket, &format!("/networks?filters={filters}"))?;
     for id in ids(&list, "Id") {
+        // A test process running in a CI job container joined the network: let it go first.
+        let attached = get_json(socket, &format!("/networks/{id}"))
+            .ok()
+            .and_then(|n| n.get("Containers")?.as_object().cloned())
+            .unwrap_or_default();
+        for container in attached.keys() {
+            let body = serde_json::json!({ "Container": container, "Force": true }).to_string();
+            let _ = send(socket, "POST", &format!("/networks/{id}/disconnect"), &body);
+        }
         if request(socket, "DELETE", &format!("/networks/{id}"))?.0 < 300 {
             reaped.networks += 1;
         }
@@ -126,9 +135,22 @@ fn get_json(socket: &str, path: &str) -> io::Result<serde_json::Value> {
 /// One HTTP/1.0 request on a fresh connection (the daemon closes it after the answer, so the
 /// body is everything after the headers, never chunked). Returns (status, body).
 fn request(socket: &str, method: &str, path: &str) -> io::Result<(u16, Vec<u8>)> {
+    send(socket, method, path, "")
+}
+
+/// One request with a JSON `body` (empty: none).
+fn send(socket: &str, method: &str, path: &str, body: &str) -> io::Result<(u16, Vec<u8>)> {
     let mut s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: docker\r\n\r\n")?;
+    if body.is_empty() {
+        write!(s, "{method} {path} HTTP/1.0\r\nHost: docker\r\n\r\n")?;
+    } else {
+        write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+    }
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     parse_response(&raw)

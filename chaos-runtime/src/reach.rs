@@ -11,7 +11,8 @@
 //!   container disconnected) at teardown.
 //!
 //! `CHAOS_REACH=published|direct` forces one; otherwise a process that sees `/.dockerenv` and
-//! finds its own container on the engine (by its hostname) is Direct.
+//! finds its own container on the engine (by its hostname, else by the id in its mount table)
+//! is Direct.
 use std::sync::OnceLock;
 use testcontainers::bollard::Docker;
 
@@ -129,15 +130,38 @@ async fn own_container(docker: &Docker) -> Option<String> {
     if !forced && !std::path::Path::new("/.dockerenv").exists() {
         return None;
     }
-    let hostname = std::fs::read_to_string("/etc/hostname").ok()?;
-    let info = docker
-        .inspect_container(
-            hostname.trim(),
-            None::<testcontainers::bollard::query_parameters::InspectContainerOptions>,
-        )
-        .await
-        .ok()?;
-    info.id
+    // Docker names a container's hostname after its id unless the job sets another; its
+    // mounts name the id in any case (`/var/lib/docker/containers/<id>/hostname`).
+    let hostname = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut candidates = vec![hostname.trim().to_string()];
+    candidates.extend(ids_in_mountinfo(&mountinfo));
+    for c in candidates.into_iter().filter(|c| !c.is_empty()) {
+        if let Ok(info) = docker
+            .inspect_container(
+                &c,
+                None::<testcontainers::bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
+            return info.id;
+        }
+    }
+    None
+}
+
+/// The container ids named by `/containers/<64 hex>/` in a mount table.
+fn ids_in_mountinfo(mountinfo: &str) -> Vec<String> {
+    let mut out: Vec<String> = mountinfo
+        .split("/containers/")
+        .skip(1)
+        .filter_map(|rest| {
+            let id: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+            (id.len() == 64).then_some(id)
+        })
+        .collect();
+    out.dedup();
+    out
 }
 
 #[cfg(test)]
@@ -200,6 +224,18 @@ mod tests {
                 .unwrap_err()
                 .contains("`published`, `direct` or `auto`")
         );
+    }
+
+    #[test]
+    fn the_own_container_id_is_found_in_the_mount_table() {
+        let id = "e5f03cfb841035461cfa89b81c545442251c721f441f407c458990e09179292b";
+        let mi = format!(
+            "612 590 254:1 /var/lib/docker/containers/{id}/resolv.conf /etc/resolv.conf rw - ext4 /dev/vda1 rw\n\
+             613 590 254:1 /var/lib/docker/containers/{id}/hostname /etc/hostname rw - ext4 /dev/vda1 rw\n\
+             614 590 0:5 /containers/short /x rw - tmpfs t rw\n"
+        );
+        assert_eq!(ids_in_mountinfo(&mi), vec![id.to_string()]);
+        assert!(ids_in_mountinfo("1 0 0:1 / / rw - ext4 x rw\n").is_empty());
     }
 
     #[test]
