@@ -242,8 +242,29 @@ fn docker_err(
     move |source| StackError::Docker { call, source }
 }
 
-/// A free TCP port on 127.0.0.1 (fixed host ports survive container restarts; ephemeral ones may not).
+/// A free TCP port on 127.0.0.1 for a published port (fixed host ports survive container
+/// restarts; ephemeral ones may not). Chosen below the kernel's ephemeral range
+/// (`ip_local_port_range`): a port of that range can be taken, between this check and Docker's
+/// bind, as the source port of any outgoing connection or by Docker's own random publishing
+/// (seen once: "Bind for 127.0.0.1:34189 failed: port is already allocated").
 fn free_port() -> Result<u16, StackError> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let (from, span) = below_ephemeral(low);
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    for _ in 0..200 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = from + (seed.wrapping_add(n.wrapping_mul(7_919)) % span);
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return Ok(port as u16);
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| StackError::Io {
         call: "bind 127.0.0.1:0".into(),
         source,
@@ -254,6 +275,16 @@ fn free_port() -> Result<u16, StackError> {
             source,
         })?
         .port())
+}
+
+/// Where [`free_port`] looks: (first port, how many), under the ephemeral range's `low` end.
+fn below_ephemeral(low: u32) -> (u32, u32) {
+    if low > 20_000 {
+        (low - 12_000, 12_000)
+    } else {
+        // An unusual range: anything above it instead.
+        (61_000, 4_000)
+    }
 }
 
 /// Where a binary built by cargo lives: `env` if set, beside the test binary or its parent
@@ -1192,6 +1223,23 @@ pub async fn sweep(docker: &Docker) -> usize {
 #[cfg(test)]
 mod ownership_tests {
     use super::*;
+
+    #[test]
+    fn published_ports_are_chosen_below_the_ephemeral_range() {
+        assert_eq!(below_ephemeral(32_768), (20_768, 12_000));
+        assert_eq!(below_ephemeral(1_024), (61_000, 4_000));
+        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32_768);
+        for _ in 0..20 {
+            let p = free_port().unwrap();
+            assert!(
+                p < low || low <= 20_000,
+                "{p} is in the ephemeral range from {low}"
+            );
+        }
+    }
 
     fn me() -> Owner {
         Owner {
