@@ -68,6 +68,35 @@ pub enum Op {
         /// From [`Reply::Handle`].
         handle: u64,
     },
+    /// Starts a stream of UDP datagrams (to the discard port of each flow's `to`), each flow
+    /// from a socket made inside a held namespace, `rate` a second per flow; answered with
+    /// [`Reply::Handle`]. Measures realised packet loss whatever the workload's TCP does.
+    UdpStart {
+        /// The flows.
+        flows: Vec<UdpFlow>,
+        /// Datagrams a second, per flow.
+        rate: u64,
+    },
+    /// Stops a [`Op::UdpStart`] stream; answered with [`Reply::Count`] (datagrams sent).
+    UdpStop {
+        /// From [`Reply::Handle`].
+        handle: u64,
+    },
+    /// A bulk transfer for `millis` over `streams` TCP connections from a socket in namespace
+    /// `from` to a listener made in namespace `to` at `to_ip`; answered with
+    /// [`Reply::Samples`]: the bytes received so far every 50 ms.
+    Transfer {
+        /// The sending namespace's handle.
+        from: u64,
+        /// The receiving namespace's handle.
+        to: u64,
+        /// The receiver's address (on the stack network).
+        to_ip: String,
+        /// Parallel connections.
+        streams: u32,
+        /// How long to send.
+        millis: u64,
+    },
     /// Reads a host file; answered with [`Reply::Text`].
     Read {
         /// An absolute path on the engine's host.
@@ -94,6 +123,15 @@ pub enum Op {
         /// What to write.
         data: String,
     },
+}
+
+/// One flow of [`Op::UdpStart`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UdpFlow {
+    /// The namespace the socket is made in.
+    pub handle: u64,
+    /// `ip:port` it sends to.
+    pub to: String,
 }
 
 /// The answer to a [`Request`].
@@ -142,6 +180,16 @@ pub enum Reply {
     Names {
         /// Entry names or records.
         names: Vec<String>,
+    },
+    /// To [`Op::UdpStop`].
+    Count {
+        /// How many.
+        n: u64,
+    },
+    /// To [`Op::Transfer`]: (milliseconds since its start, bytes received by then).
+    Samples {
+        /// In time order.
+        samples: Vec<(u64, u64)>,
     },
     /// To [`Op::NetnsClose`] and [`Op::Write`].
     Done,

@@ -47,6 +47,8 @@ struct State {
     next: u64,
     kmsg: HashMap<u64, std::fs::File>,
     #[cfg(target_os = "linux")]
+    udp: HashMap<u64, netns::UdpStream>,
+    #[cfg(target_os = "linux")]
     held: HashMap<u64, std::os::fd::OwnedFd>,
     #[cfg(not(target_os = "linux"))]
     held: HashMap<u64, ()>,
@@ -113,6 +115,15 @@ fn handle(state: &Mutex<State>, op: Op) -> Result<Reply, String> {
         Op::KmsgOpen => kmsg::open(state),
         Op::KmsgRead { handle } => kmsg::read(state, handle),
         Op::NetnsOpen { pid } => netns::open(state, pid),
+        Op::UdpStart { flows, rate } => netns::udp_start(state, &flows, rate),
+        Op::UdpStop { handle } => netns::udp_stop(state, handle),
+        Op::Transfer {
+            from,
+            to,
+            to_ip,
+            streams,
+            millis,
+        } => netns::transfer(state, from, to, &to_ip, streams, millis),
         Op::NetnsRun {
             handle,
             argv,
@@ -201,12 +212,15 @@ mod kmsg {
 mod netns {
     use super::{RUN_TIMEOUT, State};
     use crate::Reply;
-    use std::io::Write;
+    use std::io::{Read, Write};
     use std::os::fd::{AsRawFd, OwnedFd};
     use std::os::unix::fs::MetadataExt;
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
+    use std::sync::Arc;
     use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
 
     fn identity(path: &str) -> Option<(u64, u64)> {
         std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
@@ -233,6 +247,178 @@ mod netns {
         Ok(Reply::Handle { handle })
     }
 
+    /// A held namespace's fd, duplicated.
+    fn held(state: &Mutex<State>, handle: u64) -> Result<OwnedFd, String> {
+        let s = state.lock().unwrap_or_else(|p| p.into_inner());
+        s.held
+            .get(&handle)
+            .ok_or_else(|| format!("no held namespace {handle}"))?
+            .try_clone()
+            .map_err(|e| e.to_string())
+    }
+
+    /// Runs `make` on a short-lived thread that entered namespace `fd` (setns changes that
+    /// thread only): a socket made there stays in the namespace wherever it is used.
+    fn inside<T: Send>(
+        fd: &OwnedFd,
+        make: impl FnOnce() -> std::io::Result<T> + Send,
+    ) -> Result<T, String> {
+        let raw = fd.as_raw_fd();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: setns on this thread only, with an fd the caller holds open.
+                if unsafe { libc::setns(raw, libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                make()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the socket thread panicked")))
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    /// A running [`crate::Op::UdpStart`] stream.
+    pub(super) struct UdpStream {
+        stop: Arc<AtomicBool>,
+        sent: Arc<AtomicU64>,
+        thread: std::thread::JoinHandle<()>,
+    }
+
+    /// Datagrams sent together every tick.
+    const BURST: u64 = 5;
+
+    pub(super) fn udp_start(
+        state: &Mutex<State>,
+        flows: &[crate::UdpFlow],
+        rate: u64,
+    ) -> Result<Reply, String> {
+        let mut sockets = Vec::new();
+        for f in flows {
+            let fd = held(state, f.handle)?;
+            let socket = inside(&fd, || std::net::UdpSocket::bind("0.0.0.0:0"))?;
+            socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+            let to: std::net::SocketAddr = f.to.parse().map_err(|e| format!("{}: {e}", f.to))?;
+            sockets.push((socket, to));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let tick = Duration::from_micros(1_000_000 * BURST / rate.max(1));
+        let thread = std::thread::spawn({
+            let (stop, sent) = (stop.clone(), sent.clone());
+            move || {
+                let mut next = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    for (socket, to) in &sockets {
+                        for _ in 0..BURST {
+                            // A full buffer or an ICMP error is not the probe's business.
+                            if socket.send_to(b"chaos-probe", to).is_ok() {
+                                sent.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    next += tick;
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                }
+            }
+        });
+        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        s.next += 1;
+        let handle = s.next;
+        s.udp.insert(handle, UdpStream { stop, sent, thread });
+        Ok(Reply::Handle { handle })
+    }
+
+    pub(super) fn udp_stop(state: &Mutex<State>, handle: u64) -> Result<Reply, String> {
+        let stream = {
+            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+            s.udp
+                .remove(&handle)
+                .ok_or_else(|| format!("no UDP stream {handle}"))?
+        };
+        stream.stop.store(true, Ordering::Relaxed);
+        let _ = stream.thread.join();
+        Ok(Reply::Count {
+            n: stream.sent.load(Ordering::Relaxed),
+        })
+    }
+
+    pub(super) fn transfer(
+        state: &Mutex<State>,
+        from: u64,
+        to: u64,
+        to_ip: &str,
+        streams: u32,
+        millis: u64,
+    ) -> Result<Reply, String> {
+        let (from, to) = (held(state, from)?, held(state, to)?);
+        let listener = inside(&to, || std::net::TcpListener::bind("0.0.0.0:0"))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let addr: std::net::SocketAddr = format!("{to_ip}:{port}")
+            .parse()
+            .map_err(|e| format!("{to_ip}: {e}"))?;
+        let start = Instant::now();
+        let until = start + Duration::from_millis(millis);
+        let total = Arc::new(AtomicU64::new(0));
+        let mut threads = Vec::new();
+        let mut ends = Vec::new();
+        for _ in 0..streams.max(1) {
+            let sender = inside(&from, || {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            })
+            .map_err(|e| format!("connect: {e}"))?;
+            let (receiver, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+            for s in [&sender, &receiver] {
+                let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+                let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                ends.push(s.try_clone().map_err(|e| e.to_string())?);
+            }
+            threads.push(std::thread::spawn(move || {
+                let chunk = vec![0u8; 64 * 1024];
+                let mut sender = sender;
+                while Instant::now() < until {
+                    match sender.write(&chunk) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                        Err(_) => break,
+                    }
+                }
+            }));
+            let total = total.clone();
+            threads.push(std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut receiver = receiver;
+                while Instant::now() < until + Duration::from_millis(300) {
+                    match receiver.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            total.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                        Err(_) => break,
+                    }
+                }
+            }));
+        }
+        let mut samples = Vec::new();
+        while Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+            samples.push((
+                start.elapsed().as_millis() as u64,
+                total.load(Ordering::Relaxed),
+            ));
+        }
+        for s in &ends {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+        Ok(Reply::Samples { samples })
+    }
+
     pub(super) fn run(
         state: &Mutex<State>,
         handle: u64,
@@ -240,14 +426,7 @@ mod netns {
         stdin: Option<&str>,
     ) -> Result<Reply, String> {
         let (bin, args) = argv.split_first().ok_or("no command")?;
-        let fd = {
-            let s = state.lock().unwrap_or_else(|p| p.into_inner());
-            s.held
-                .get(&handle)
-                .ok_or_else(|| format!("no held namespace {handle}"))?
-                .try_clone()
-                .map_err(|e| e.to_string())?
-        };
+        let fd = held(state, handle)?;
         let raw = fd.as_raw_fd();
         let mut cmd = Command::new(bin);
         cmd.args(args)
@@ -311,6 +490,29 @@ mod netns {
         _: u64,
         _: &[String],
         _: Option<&str>,
+    ) -> Result<Reply, String> {
+        Err("network namespaces need a Linux engine host".into())
+    }
+
+    pub(super) fn udp_start(
+        _: &Mutex<State>,
+        _: &[crate::UdpFlow],
+        _: u64,
+    ) -> Result<Reply, String> {
+        Err("network namespaces need a Linux engine host".into())
+    }
+
+    pub(super) fn udp_stop(_: &Mutex<State>, _: u64) -> Result<Reply, String> {
+        Err("network namespaces need a Linux engine host".into())
+    }
+
+    pub(super) fn transfer(
+        _: &Mutex<State>,
+        _: u64,
+        _: u64,
+        _: &str,
+        _: u32,
+        _: u64,
     ) -> Result<Reply, String> {
         Err("network namespaces need a Linux engine host".into())
     }

@@ -5,17 +5,28 @@ use testcontainers::bollard::Docker;
 /// Why Docker could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
-    /// No daemon answered.
-    #[error(
-        "cannot reach the Docker daemon at {endpoint}: {why}. Fix: start it (`systemctl start docker`, \
-         or `dockerd &` where there is no systemd) or point DOCKER_HOST at a running engine"
-    )]
+    /// No daemon answered, or this user may not use it.
+    #[error("cannot reach the Docker daemon at {endpoint}: {why}. Fix: {fix}")]
     Unreachable {
         /// The endpoint tried.
         endpoint: String,
         /// What the client said.
         why: String,
+        /// What to do about it.
+        fix: &'static str,
     },
+}
+
+/// The fix for what the Docker client said.
+fn fix_for(why: &str) -> &'static str {
+    if why.contains("Permission denied") || why.contains("os error 13") {
+        "this user may not use the Docker socket: add it to the `docker` group \
+         (`sudo usermod -aG docker $USER`, then log in again) or point DOCKER_HOST at an engine \
+         it may use; the tests need no root beyond that"
+    } else {
+        "start it (`systemctl start docker`, or `dockerd &` where there is no systemd) or point \
+         DOCKER_HOST at a running engine"
+    }
 }
 
 /// The endpoint Docker is reached at (DOCKER_HOST or the default socket).
@@ -23,16 +34,32 @@ pub fn endpoint() -> String {
     std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
 }
 
+/// An error with its causes (the client's own message hides "Permission denied").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !out.contains(&said) {
+            out.push_str(": ");
+            out.push_str(&said);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 /// Connects and pings within 5 s: a missing daemon is reported in seconds, never a hang.
 pub async fn connect() -> Result<Docker, DockerError> {
     let unreachable = |why: String| DockerError::Unreachable {
         endpoint: endpoint(),
+        fix: fix_for(&why),
         why,
     };
-    let docker = Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
+    let docker = Docker::connect_with_defaults().map_err(|e| unreachable(chain(&e)))?;
     match tokio::time::timeout(Duration::from_secs(5), docker.ping()).await {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(unreachable(e.to_string())),
+        Ok(Err(e)) => return Err(unreachable(chain(&e))),
         Err(_) => return Err(unreachable("no answer within 5 s".into())),
     }
     let docker = docker

@@ -250,33 +250,10 @@ fn check(spec: &Spec, system: &System, mode: ObserverMode) -> Result<Checked, Sy
 }
 
 /// What the test demands of the host, checked with the probes `chaos doctor` reports, before
-/// any resource exists: a fault that needs root, in a process that is not, and a test that must
-/// observe through eBPF on a host that cannot load it, fail here in one line with the fix
-/// (never a silent pass, never a different verdict, never a stack started for nothing).
+/// any resource exists: a test that must observe through eBPF on a host that cannot load it
+/// fails here in one line with the fix (never a silent pass, never a different verdict, never
+/// a stack started for nothing). No fault needs root here: the host agent acts on the host.
 fn needs(spec: &Spec, mode: ObserverMode) -> Result<(), Failure> {
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    if uid != 0
-        && let Some((f, why)) = spec
-            .faults
-            .iter()
-            .find_map(|f| fault::needs_root(f.kind).map(|why| (f, why)))
-    {
-        let can: Vec<&str> = crate::spec::FAULT_KINDS
-            .iter()
-            .copied()
-            .filter(|k| fault::needs_root(k).is_none())
-            .collect();
-        return Err(Failure::Message(format!(
-            "{} injects {} into {}, which needs root on the Docker host: {why}. This process \
-             runs as uid {uid}. Fix: run this test as root (`sudo -E cargo test ...`); as an \
-             ordinary user in the docker group these faults work: {}",
-            spec.name,
-            f.kind,
-            f.target,
-            can.join(", ")
-        )));
-    }
     if mode != ObserverMode::Bpf {
         return Ok(());
     }

@@ -17,7 +17,6 @@ use super::{FaultCx, FaultError, Healing, Injected};
 use crate::spec::FaultSpec;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long the bulk transfer of the measurement runs (the first second is left out).
 pub const MEASURE_FOR: Duration = Duration::from_millis(2_500);
@@ -63,9 +62,10 @@ struct Measured {
 /// four keep it busy (99.8-100.7 % in 5 of 6 runs).
 const STREAMS: usize = 4;
 
-/// One bulk transfer: `from` opens [`STREAMS`] connections to a listener made in `to`'s
-/// namespace at `to_ip` and writes as fast as it can for `MEASURE_FOR`; the receivers' rate
-/// after the warm-up, and the rate the qdisc `dev` of `shaper` sent over the same span.
+/// One bulk transfer, made by the run's host agent: `from` opens [`STREAMS`] connections to a
+/// listener made in `to`'s namespace at `to_ip` and writes as fast as it can for
+/// `MEASURE_FOR`; the receivers' rate after the warm-up, and the rate the qdisc `dev` of
+/// `shaper` sent over the same span (read meanwhile).
 async fn transfer(
     from: &Netns,
     to: &Netns,
@@ -73,65 +73,35 @@ async fn transfer(
     shaper: &Netns,
     dev: &str,
 ) -> Result<Measured, String> {
-    let listener = to.tcp_listener().map_err(|e| format!("listen: {e}"))?;
-    let port = listener
-        .local_addr()
-        .map_err(|e| format!("listen: {e}"))?
-        .port();
-    let addr: std::net::SocketAddr = format!("{to_ip}:{port}")
-        .parse()
-        .map_err(|e| format!("{to_ip}: {e}"))?;
-    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+    let (agent, from) = from.held()?;
+    let (_, to) = to.held()?;
     let start = Instant::now();
-    let total = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..STREAMS {
-        let sender = from
-            .tcp_connect(addr)
-            .map_err(|e| format!("connect: {e}"))?;
-        let mut sender = tokio::net::TcpStream::from_std(sender).map_err(|e| e.to_string())?;
-        let (mut receiver, _) = tokio::time::timeout(Duration::from_secs(2), listener.accept())
-            .await
-            .map_err(|_| "accept timed out".to_string())?
-            .map_err(|e| format!("accept: {e}"))?;
-        tasks.spawn(async move {
-            let chunk = vec![0u8; 64 * 1024];
-            while start.elapsed() < MEASURE_FOR {
-                if sender.write_all(&chunk).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let total = total.clone();
-        tasks.spawn(async move {
-            let mut buf = vec![0u8; 64 * 1024];
-            while let Ok(n) = receiver.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                total.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-            }
-        });
-    }
-    let mut samples = Vec::new();
-    let mut wire_from = None;
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    while start.elapsed() < MEASURE_FOR {
-        tick.tick().await;
-        if wire_from.is_none() && start.elapsed() >= WARM_UP {
-            wire_from = Some((Instant::now(), tc::sent(shaper, dev, "tbf").await.0));
-        }
-        samples.push((
-            start.elapsed(),
-            total.load(std::sync::atomic::Ordering::Relaxed),
-        ));
-    }
-    let wire_to = (Instant::now(), tc::sent(shaper, dev, "tbf").await.0);
-    tasks.abort_all();
+    let sent = agent.call(chaos_agent::Op::Transfer {
+        from,
+        to,
+        to_ip: to_ip.to_string(),
+        streams: STREAMS as u32,
+        millis: MEASURE_FOR.as_millis() as u64,
+    });
+    let wire = async {
+        tokio::time::sleep_until((start + WARM_UP).into()).await;
+        let from = (Instant::now(), tc::sent(shaper, dev, "tbf").await.0);
+        tokio::time::sleep_until((start + MEASURE_FOR).into()).await;
+        let to = (Instant::now(), tc::sent(shaper, dev, "tbf").await.0);
+        (from, to)
+    };
+    let (sent, (wire_from, wire_to)) = tokio::join!(sent, wire);
+    let samples: Vec<(Duration, u64)> = match sent? {
+        chaos_agent::Reply::Samples { samples } => samples
+            .into_iter()
+            .map(|(ms, bytes)| (Duration::from_millis(ms), bytes))
+            .collect(),
+        other => return Err(format!("the host agent answered transfer with {other:?}")),
+    };
     let got = samples.last().map_or(0, |s| s.1);
     let goodput =
         rate_after(&samples, WARM_UP).ok_or_else(|| format!("too little arrived ({got} bytes)"))?;
-    let (t0, b0) = wire_from.ok_or("the transfer ended before its warm-up")?;
+    let (t0, b0) = wire_from;
     let wire = wire_to.1.saturating_sub(b0) as f64 / (wire_to.0 - t0).as_secs_f64();
     Ok(Measured { goodput, wire })
 }

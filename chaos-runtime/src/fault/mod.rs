@@ -22,26 +22,6 @@ pub mod pool;
 pub(crate) mod probe;
 pub(crate) mod tc;
 
-/// What a fault kind does from this process that only root can do on the Docker host, if
-/// anything; `None` for the kinds that work through the Docker API, the fault proxy, a
-/// command run in the container or the run's host agent (a partition's rules, netem, the disk
-/// throttle's cgroup files). Checked before any resource exists.
-pub fn needs_root(kind: &str) -> Option<&'static str> {
-    match kind {
-        "packet_loss" => Some(
-            "its rules go through the host agent, but its measurement (UDP datagrams between \
-             the target and a peer) uses sockets this process makes inside their network \
-             namespaces, which needs root on the Docker host",
-        ),
-        "bandwidth" => Some(
-            "its shaper goes through the host agent, but its measurement (a bulk transfer \
-             between the target and a peer) uses sockets this process makes inside their \
-             network namespaces, which needs root on the Docker host",
-        ),
-        _ => None,
-    }
-}
-
 /// Whether a fault kind acts through the run's host agent (see `crate::agent`): a command in
 /// the target's network namespace. The run then starts the agent beside the services.
 pub fn needs_agent(kind: &str) -> bool {
@@ -254,10 +234,8 @@ impl Drop for FaultGuard {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn only_what_this_process_does_on_the_host_needs_root_the_agent_does_the_rest() {
+    fn the_faults_that_act_on_the_engines_host_go_through_the_agent() {
         let kinds = || crate::spec::FAULT_KINDS.iter().copied();
-        let root: Vec<&str> = kinds().filter(|k| super::needs_root(k).is_some()).collect();
-        assert_eq!(root, ["packet_loss", "bandwidth"]);
         let agent: Vec<&str> = kinds().filter(|k| super::needs_agent(k)).collect();
         // latency goes through the agent only when netem is forced (CHAOS_LATENCY=netem).
         if !super::latency::forced_netem() {

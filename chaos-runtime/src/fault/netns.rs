@@ -8,9 +8,8 @@
 //! recycled) cannot lead a `tc qdisc del` or an `iptables -D` into the host's namespace. The
 //! agent also refuses, at open, the host's own namespace: a target sharing the host's network
 //! (`network_mode: host`) is not a target these faults may touch.
-//!
-//! Only the measurement probes make sockets inside the namespace from this process, which
-//! needs this process on the engine's host, as root; elsewhere they are skipped and say why.
+//! The measurement probes (packet loss's datagrams, bandwidth's bulk transfer) are sockets the
+//! agent makes inside the namespaces it holds.
 use crate::agent::Agent;
 use chaos_agent::{Op, Reply};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -25,8 +24,6 @@ const EXEC_TIMEOUT: Duration = Duration::from_secs(10);
 /// The network namespace of a target.
 pub(crate) struct Netns {
     via: Via,
-    /// The namespace opened by this process too, when it shares the engine's pids and may.
-    local: Option<OwnedFd>,
     pub(crate) role: String,
 }
 
@@ -34,8 +31,8 @@ pub(crate) struct Netns {
 enum Via {
     /// The run's host agent, holding it as `handle`: every fault.
     Agent { agent: Arc<Agent>, handle: u64 },
-    /// This process, with `local`: `chaos doctor`'s throwaway namespace and unit tests.
-    Local,
+    /// This process, holding it open: `chaos doctor`'s throwaway namespace and unit tests.
+    Local(OwnedFd),
 }
 
 /// What a command run in the namespace said.
@@ -70,24 +67,28 @@ impl Netns {
             Reply::Handle { handle } => handle,
             other => return Err(format!("the host agent answered netns_open with {other:?}")),
         };
-        let local = if agent.same_pids {
-            Self::open_here(pid).ok()
-        } else {
-            None
-        };
         Ok(Netns {
             via: Via::Agent { agent, handle },
-            local,
             role: role.to_string(),
         })
+    }
+
+    /// The agent holding this namespace and its handle there (`Err` for a local one).
+    pub(crate) fn held(&self) -> Result<(Arc<Agent>, u64), String> {
+        match &self.via {
+            Via::Agent { agent, handle } => Ok((agent.clone(), *handle)),
+            Via::Local(_) => Err(format!(
+                "{}'s namespace is not held by the host agent",
+                self.role
+            )),
+        }
     }
 
     /// Opens the namespace of `pid` from this process (a namespace of this host that is not
     /// its own); for `chaos doctor`'s throwaway namespace and unit tests.
     pub(crate) fn open_local(pid: u32, role: &str) -> std::io::Result<Netns> {
         Ok(Netns {
-            via: Via::Local,
-            local: Some(Self::open_here(pid)?),
+            via: Via::Local(Self::open_here(pid)?),
             role: role.to_string(),
         })
     }
@@ -134,19 +135,18 @@ impl Netns {
                     Err(e) => Err(std::io::Error::other(e)),
                 }
             }
-            Via::Local => self.run_here(bin, args, stdin).await,
+            Via::Local(fd) => Self::run_here(fd.as_raw_fd(), bin, args, stdin).await,
         }
     }
 
     /// Runs a binary of this host inside the namespace (the mount namespace stays this one's).
     async fn run_here(
-        &self,
+        fd: std::os::fd::RawFd,
         bin: &str,
         args: &[String],
         stdin: Option<&str>,
     ) -> std::io::Result<Ran> {
         use tokio::io::AsyncWriteExt;
-        let fd = self.local_fd()?;
         let mut cmd = tokio::process::Command::new(bin);
         cmd.args(args)
             .stdin(if stdin.is_some() {
@@ -185,70 +185,6 @@ impl Netns {
             ok: out.status.success(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
-
-    fn local_fd(&self) -> std::io::Result<std::os::fd::RawFd> {
-        self.local.as_ref().map(|f| f.as_raw_fd()).ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                format!(
-                    "a socket inside {}'s network namespace needs this process on the engine's \
-                     host, as root",
-                    self.role
-                ),
-            )
-        })
-    }
-
-    /// Runs `make` on a short-lived thread that entered this namespace (a thread's `setns`
-    /// changes that thread only): a socket made there keeps the namespace wherever it is used
-    /// afterwards.
-    fn inside<T: Send>(
-        &self,
-        make: impl FnOnce() -> std::io::Result<T> + Send,
-    ) -> std::io::Result<T> {
-        let fd = self.local_fd()?;
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                // SAFETY: setns on this thread only, with a namespace fd held open by `self`.
-                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                make()
-            })
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the socket thread panicked")))
-        })
-    }
-
-    /// An unconnected, non-blocking UDP socket of this namespace.
-    pub(crate) fn udp_socket(&self) -> std::io::Result<std::net::UdpSocket> {
-        self.inside(|| {
-            let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
-            socket.set_nonblocking(true)?;
-            Ok(socket)
-        })
-    }
-
-    /// A non-blocking TCP listener of this namespace on an ephemeral port of every address.
-    pub(crate) fn tcp_listener(&self) -> std::io::Result<std::net::TcpListener> {
-        self.inside(|| {
-            let listener = std::net::TcpListener::bind("0.0.0.0:0")?;
-            listener.set_nonblocking(true)?;
-            Ok(listener)
-        })
-    }
-
-    /// A non-blocking TCP stream from this namespace to `addr` (connected within 2 s).
-    pub(crate) fn tcp_connect(
-        &self,
-        addr: std::net::SocketAddr,
-    ) -> std::io::Result<std::net::TcpStream> {
-        self.inside(move || {
-            let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-            stream.set_nonblocking(true)?;
-            Ok(stream)
         })
     }
 

@@ -5,26 +5,22 @@
 //! a few seconds, too few to tell 28 % from 30 % (one standard deviation is 2.5 points at 330
 //! packets). For the length of a `packet_loss` fault the runtime therefore sends 1,000 datagrams
 //! a second each way between the target and one peer of the stack, from sockets made inside
-//! their network namespaces (no traffic leaves the stack network, nothing is sent from the
-//! host's). They go to the discard port (9), where nothing listens; the peer's ICMP answers are
+//! their network namespaces by the run's host agent (no traffic leaves the stack network,
+//! nothing is sent from the host's). They go to the discard port (9), where nothing listens; the peer's ICMP answers are
 //! rate-limited by its kernel. The loss rules count every packet, the probe's and the system's.
 use super::netns::Netns;
 use super::network::Direction;
+use chaos_agent::{Op, Reply, UdpFlow};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
-use tokio::net::UdpSocket;
 
 /// Datagrams a second in each direction.
 pub const RATE: u64 = 1_000;
-/// Sent together every tick (a 5 ms tick keeps timer wake-ups low).
-const BURST: u64 = 5;
 
-/// A running probe; [`Probe::stop`] ends it and says how many datagrams went out.
+/// A running probe (sent by the run's host agent); [`Probe::stop`] ends it and says how many
+/// datagrams went out.
 pub(crate) struct Probe {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
+    agent: Arc<crate::agent::Agent>,
+    handle: Option<u64>,
     /// `postgres <-> orders (172.18.0.3)`, for the timeline.
     pub(crate) between: String,
 }
@@ -32,65 +28,60 @@ pub(crate) struct Probe {
 impl Probe {
     /// Starts the stream between the target (`netns`, `target_ip`) and a peer; ingress is the
     /// peer sending to the target, egress the target sending to the peer.
-    pub(crate) fn start(
+    pub(crate) async fn start(
         direction: Direction,
         netns: &Netns,
         target_ip: &str,
         peer: &Netns,
         peer_ip: &str,
-    ) -> std::io::Result<Probe> {
+    ) -> Result<Probe, String> {
+        let (agent, target) = netns.held()?;
+        let (_, peer) = peer.held()?;
         let mut flows = Vec::new();
         if matches!(direction, Direction::Ingress | Direction::Both) {
-            flows.push((peer.udp_socket()?, format!("{target_ip}:9")));
+            flows.push(UdpFlow {
+                handle: peer,
+                to: format!("{target_ip}:9"),
+            });
         }
         if matches!(direction, Direction::Egress | Direction::Both) {
-            flows.push((netns.udp_socket()?, format!("{peer_ip}:9")));
+            flows.push(UdpFlow {
+                handle: target,
+                to: format!("{peer_ip}:9"),
+            });
         }
-        let flows: Vec<(UdpSocket, String)> = flows
-            .into_iter()
-            .map(|(s, to)| UdpSocket::from_std(s).map(|s| (s, to)))
-            .collect::<std::io::Result<_>>()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn({
-            let (stop, sent) = (stop.clone(), sent.clone());
-            async move {
-                let mut tick =
-                    tokio::time::interval(Duration::from_micros(1_000_000 * BURST / RATE));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                while !stop.load(Ordering::Relaxed) {
-                    tick.tick().await;
-                    for (socket, to) in &flows {
-                        for _ in 0..BURST {
-                            // A full socket buffer or an ICMP error is not the probe's business.
-                            if socket.send_to(b"chaos-probe", to).await.is_ok() {
-                                sent.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                }
-            }
-        });
-        Ok(Probe {
-            stop,
-            sent,
-            task,
-            between: String::new(),
-        })
+        match agent.call(Op::UdpStart { flows, rate: RATE }).await? {
+            Reply::Handle { handle } => Ok(Probe {
+                agent,
+                handle: Some(handle),
+                between: String::new(),
+            }),
+            other => Err(format!("the host agent answered udp_start with {other:?}")),
+        }
     }
 
     /// Stops the stream; the number of datagrams sent.
     pub(crate) async fn stop(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = tokio::time::timeout(Duration::from_secs(1), &mut self.task).await;
-        self.sent.load(Ordering::Relaxed)
+        let Some(handle) = self.handle.take() else {
+            return 0;
+        };
+        match self.agent.call(Op::UdpStop { handle }).await {
+            Ok(Reply::Count { n }) => n,
+            _ => 0,
+        }
     }
 }
 
 impl Drop for Probe {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.abort();
+        if let Some(handle) = self.handle.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let agent = self.agent.clone();
+            rt.spawn(async move {
+                let _ = agent.call(Op::UdpStop { handle }).await;
+            });
+        }
     }
 }
 
@@ -152,6 +143,7 @@ pub(crate) async fn between(
 ) -> Result<Probe, String> {
     let peer = peer(cx, target).await?;
     let mut p = Probe::start(direction, netns, &peer.target_ip, &peer.netns, &peer.ip)
+        .await
         .map_err(|e| format!("{}: {e}", peer.role))?;
     p.between = format!(
         "{target} ({}) <-> {} ({})",
