@@ -26,6 +26,10 @@ use serde::{Deserialize, Serialize};
 
 mod server;
 
+/// Runs a command inside a network namespace; the agent's `netns_run`, for callers that hold
+/// the namespace themselves.
+#[cfg(target_os = "linux")]
+pub use server::netns::run_in;
 pub use server::{main, pid_ns};
 
 /// The protocol's version: the runtime refuses an agent that answers [`Op::Hello`] with another.

@@ -209,7 +209,7 @@ mod kmsg {
 }
 
 #[cfg(target_os = "linux")]
-mod netns {
+pub(crate) mod netns {
     use super::{RUN_TIMEOUT, State};
     use crate::Reply;
     use std::io::{Read, Write};
@@ -425,8 +425,19 @@ mod netns {
         argv: &[String],
         stdin: Option<&str>,
     ) -> Result<Reply, String> {
-        let (bin, args) = argv.split_first().ok_or("no command")?;
         let fd = held(state, handle)?;
+        let (ok, stdout, stderr) = run_in(&fd, argv, stdin)?;
+        Ok(Reply::Ran { ok, stdout, stderr })
+    }
+
+    /// Runs `argv` inside the network namespace `fd` (`setns(2)` between fork and exec, like
+    /// `nsenter -n`), `stdin` as its input, bounded to 10 s: (exit 0, stdout, trimmed stderr).
+    pub fn run_in(
+        fd: &OwnedFd,
+        argv: &[String],
+        stdin: Option<&str>,
+    ) -> Result<(bool, String, String), String> {
+        let (bin, args) = argv.split_first().ok_or("no command")?;
         let raw = fd.as_raw_fd();
         let mut cmd = Command::new(bin);
         cmd.args(args)
@@ -449,7 +460,6 @@ mod netns {
             });
         }
         let mut child = cmd.spawn().map_err(|e| format!("cannot run {bin}: {e}"))?;
-        drop(fd);
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(input.as_bytes())
                 .map_err(|e| format!("{bin}: {e}"))?;
@@ -460,11 +470,11 @@ mod netns {
             let _ = tx.send(child.wait_with_output());
         });
         match rx.recv_timeout(RUN_TIMEOUT) {
-            Ok(Ok(out)) => Ok(Reply::Ran {
-                ok: out.status.success(),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            }),
+            Ok(Ok(out)) => Ok((
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            )),
             Ok(Err(e)) => Err(format!("{bin}: {e}")),
             Err(_) => {
                 // SAFETY: kill(2) of our own child, still unreaped (its waiter holds it).

@@ -12,14 +12,9 @@
 //! agent makes inside the namespaces it holds.
 use crate::agent::Agent;
 use chaos_agent::{Op, Reply};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// Bound on one command in the namespace (`iptables` waits up to 5 s for the xtables lock).
-const EXEC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The network namespace of a target.
 pub(crate) struct Netns {
@@ -135,57 +130,29 @@ impl Netns {
                     Err(e) => Err(std::io::Error::other(e)),
                 }
             }
-            Via::Local(fd) => Self::run_here(fd.as_raw_fd(), bin, args, stdin).await,
+            Via::Local(fd) => Self::run_here(fd, bin, args, stdin).await,
         }
     }
 
-    /// Runs a binary of this host inside the namespace (the mount namespace stays this one's).
+    /// Runs a binary of this host inside the namespace held by this process, the way the
+    /// agent runs one in a namespace it holds (the same function).
     async fn run_here(
-        fd: std::os::fd::RawFd,
+        fd: &OwnedFd,
         bin: &str,
         args: &[String],
         stdin: Option<&str>,
     ) -> std::io::Result<Ran> {
-        use tokio::io::AsyncWriteExt;
-        let mut cmd = tokio::process::Command::new(bin);
-        cmd.args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        // SAFETY: between fork and exec the closure only makes the setns(2) system call, which
-        // is async-signal-safe; `fd` stays open in the child until exec (it is close-on-exec).
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
-        let mut child = cmd.spawn()?;
-        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(input.as_bytes()).await?;
-            drop(pipe);
-        }
-        let out = tokio::time::timeout(EXEC_TIMEOUT, child.wait_with_output())
-            .await
-            .map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("{bin} did not finish within 10 s"),
-                )
-            })??;
-        Ok(Ran {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
+        let fd = fd.try_clone()?;
+        let argv: Vec<String> = std::iter::once(bin.to_string())
+            .chain(args.iter().cloned())
+            .collect();
+        let stdin = stdin.map(str::to_string);
+        let (ok, stdout, stderr) =
+            tokio::task::spawn_blocking(move || chaos_agent::run_in(&fd, &argv, stdin.as_deref()))
+                .await
+                .map_err(std::io::Error::other)?
+                .map_err(std::io::Error::other)?;
+        Ok(Ran { ok, stdout, stderr })
     }
 
     /// Runs `args[0]` with the rest as arguments; its stdout, or `Err` with its stderr.
