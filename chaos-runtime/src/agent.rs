@@ -56,10 +56,6 @@ pub(crate) struct Agent {
     reader: tokio::task::JoinHandle<()>,
     /// What the agent last wrote to its standard error (why it died, if it did).
     stderr: Arc<Mutex<String>>,
-    /// How long its start took, create to first answer.
-    pub(crate) started_in: Duration,
-    /// The engine host's kernel release, as the agent reads it.
-    pub(crate) kernel: String,
     /// Whether this process shares the engine host's pid namespace (then a container's pid
     /// names the same process here, and a probe may open its namespaces itself).
     pub(crate) same_pids: bool,
@@ -105,14 +101,12 @@ impl Agent {
         let started = Instant::now();
         let name = format!("chaos-{run_id}-agent");
         match tokio::time::timeout(START_TIMEOUT, Self::start_inner(docker, &name, labels)).await {
-            Ok(Ok(mut agent)) => {
-                agent.started_in = started.elapsed();
+            Ok(Ok((agent, kernel))) => {
                 progress::line(
                     "agent",
                     &format!(
-                        "host agent {name} ready in {} ms (engine kernel {})",
-                        agent.started_in.as_millis(),
-                        agent.kernel
+                        "host agent {name} ready in {} ms (engine kernel {kernel})",
+                        started.elapsed().as_millis()
                     ),
                 );
                 Ok(agent)
@@ -131,11 +125,12 @@ impl Agent {
         }
     }
 
+    /// The agent, and the engine host's kernel release it read.
     async fn start_inner(
         docker: &Docker,
         name: &str,
         labels: HashMap<String, String>,
-    ) -> Result<Agent, String> {
+    ) -> Result<(Agent, String), String> {
         let tag = image::ensure(docker).await.map_err(|e| e.to_string())?;
         let bin = fixture_binary("chaos-agent", "CHAOS_AGENT_BIN").map_err(|e| e.to_string())?;
         let data = tokio::fs::read(&bin)
@@ -234,8 +229,6 @@ impl Agent {
             next: AtomicU64::new(1),
             reader,
             stderr,
-            started_in: Duration::ZERO,
-            kernel: String::new(),
             same_pids: false,
         };
         match agent.call(Op::Hello).await? {
@@ -244,9 +237,8 @@ impl Agent {
                 kernel,
                 pid_ns,
             } if protocol == PROTOCOL => {
-                agent.kernel = kernel;
                 agent.same_pids = pid_ns != 0 && pid_ns == chaos_agent::pid_ns();
-                Ok(agent)
+                Ok((agent, kernel))
             }
             Reply::Hello { protocol, .. } => Err(format!(
                 "the host agent speaks protocol {protocol}, this runtime {PROTOCOL}: \

@@ -34,21 +34,6 @@ pub fn endpoint() -> String {
     std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
 }
 
-/// An error with its causes (the client's own message hides "Permission denied").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let said = c.to_string();
-        if !out.contains(&said) {
-            out.push_str(": ");
-            out.push_str(&said);
-        }
-        cause = c.source();
-    }
-    out
-}
-
 /// Connects and pings within 5 s: a missing daemon is reported in seconds, never a hang.
 pub async fn connect() -> Result<Docker, DockerError> {
     let unreachable = |why: String| DockerError::Unreachable {
@@ -56,10 +41,11 @@ pub async fn connect() -> Result<Docker, DockerError> {
         fix: fix_for(&why),
         why,
     };
-    let docker = Docker::connect_with_defaults().map_err(|e| unreachable(chain(&e)))?;
+    let docker =
+        Docker::connect_with_defaults().map_err(|e| unreachable(crate::error_chain(&e)))?;
     match tokio::time::timeout(Duration::from_secs(5), docker.ping()).await {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(unreachable(chain(&e))),
+        Ok(Err(e)) => return Err(unreachable(crate::error_chain(&e))),
         Err(_) => return Err(unreachable("no answer within 5 s".into())),
     }
     let docker = docker

@@ -48,6 +48,21 @@ pub mod system;
 pub mod timeline;
 pub mod workload;
 
+/// An error and its causes on one line, each cause once (clients repeat their source's words).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !out.contains(&said) {
+            out.push_str(": ");
+            out.push_str(&said);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;

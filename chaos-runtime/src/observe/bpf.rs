@@ -173,16 +173,7 @@ fn unavailable(why: impl Into<String>, fix: impl Into<String>) -> ObserveError {
 
 /// An error and its sources on one line, with a long verifier log cut to its end.
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = inner.source();
-    }
+    let s = crate::error_chain(e);
     let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
     if s.chars().count() > 700 {
         let head: String = s.chars().take(250).collect();

@@ -246,7 +246,7 @@ pub fn render_all(dir: &Path) -> Result<PathBuf, ReportError> {
                 }
                 entries.push((stem, Ok(summary)));
             }
-            Err(e) => entries.push((stem, Err(error_chain(&e)))),
+            Err(e) => entries.push((stem, Err(crate::error_chain(&e)))),
         }
     }
     cache.save(dir);
@@ -299,7 +299,7 @@ fn summaries(dir: &Path, fresh: Option<(&str, Summary)>) -> Result<Vec<Entry>, R
         let summary = match (&fresh, key, old.0.get(&stem)) {
             (Some((f, s)), _, _) if *f == stem => Ok(s.clone()),
             (_, Some(k), Some((ck, s))) if *ck == k => Ok(s.clone()),
-            _ => read_summary(&path).map_err(|e| error_chain(&e)),
+            _ => read_summary(&path).map_err(|e| crate::error_chain(&e)),
         };
         if let (Some(k), Ok(s)) = (key, &summary) {
             new.0.insert(stem.clone(), (k, s.clone()));
@@ -342,20 +342,9 @@ pub fn after_run(journal: Option<&Path>) {
         Ok(page) => crate::progress::line("report", &format!("page: {}", page.display())),
         Err(e) => crate::progress::line(
             "report",
-            &format!("could not render the report: {}", error_chain(&e)),
+            &format!("could not render the report: {}", crate::error_chain(&e)),
         ),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 /// The stylesheet every page inlines.
