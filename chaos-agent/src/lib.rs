@@ -5,7 +5,7 @@
 //! host's cgroup files. The test process need not be on that host (a CI job container with
 //! only the Docker socket, a remote `DOCKER_HOST`, Docker Desktop's VM), nor be root. So the
 //! runtime starts this agent in a privileged container on the engine (`--pid=host`, host
-//! cgroup namespace), and talks to it over the standard streams of a `docker exec` session: the
+//! cgroup namespace), and talks to it over the container's attached standard streams: the
 //! one stream the Docker API gives wherever the engine is.
 //!
 //! The protocol is one JSON object per line each way: a [`Request`] with an id, answered by a
@@ -18,8 +18,11 @@
 //! pid 1). `/proc/<pid>/...` is read as it is (the agent shares the host's pids) and
 //! `/proc/self/...` means that first process: `/proc/self/mountinfo` is the host's mount table.
 //!
+//! The eBPF observers ([`Op::BpfLoad`] and the other `Bpf*` operations) live in the runtime,
+//! which hands them to [`main_with`]; the suite's `chaos-agent` binary is
+//! `chaos_runtime::agent_main`. An agent of this crate alone serves everything else:
+//!
 //! ```no_run
-//! // The suite's `chaos-agent` binary is this function.
 //! chaos_agent::main();
 //! ```
 use serde::{Deserialize, Serialize};
@@ -30,10 +33,10 @@ mod server;
 /// the namespace themselves.
 #[cfg(target_os = "linux")]
 pub use server::netns::run_in;
-pub use server::{main, pid_ns};
+pub use server::{host_pid, main, main_with, pid_ns};
 
 /// The protocol's version: the runtime refuses an agent that answers [`Op::Hello`] with another.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// A request: what to do, and the id its [`Response`] carries back.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -127,6 +130,27 @@ pub enum Op {
         /// What to write.
         data: String,
     },
+    /// Loads the run's eBPF observers into the engine's kernel and starts reading them;
+    /// answered with [`Reply::Bpf`]. Served only by an agent built with observers (the suite's
+    /// `chaos-agent` binary is `chaos_runtime::agent_main`, which passes them to
+    /// [`main_with`]); this crate alone answers with an error saying so.
+    BpfLoad {
+        /// `auto`, `tp_btf` or `tracepoint` (`CHAOS_BPF_ATTACH` of the test process).
+        attach: String,
+    },
+    /// Attributes what the loaded programs see in host pid `pid`'s pid and network namespaces
+    /// to `role` (again after every restart); answered with [`Reply::Done`].
+    BpfWatch {
+        /// The role in the stack.
+        role: String,
+        /// `State.Pid` of its container; 0 when it is not running.
+        pid: u32,
+    },
+    /// What the observers saw since the last take; answered with [`Reply::Observed`].
+    BpfTake,
+    /// Flushes the histograms, detaches the programs and hands back the rest; answered with
+    /// [`Reply::Observed`].
+    BpfStop,
 }
 
 /// One flow of [`Op::UdpStart`].
@@ -195,9 +219,33 @@ pub enum Reply {
         /// In time order.
         samples: Vec<(u64, u64)>,
     },
-    /// To [`Op::NetnsClose`] and [`Op::Write`].
+    /// To [`Op::NetnsClose`], [`Op::Write`] and [`Op::BpfWatch`].
     Done,
+    /// To [`Op::BpfLoad`].
+    Bpf {
+        /// Per signal (`process`, `oom`, `tcp`, `runq`, `block_io`): `None` when its programs
+        /// attached, else why not.
+        signals: Vec<(String, Option<String>)>,
+        /// What attached where, one line per hook (`runq: tp_btf/sched_switch`).
+        attached: Vec<String>,
+        /// How long loading and attaching took, in microseconds.
+        load_us: u64,
+        /// The agent's CLOCK_MONOTONIC when it answered, in ns: a client on another kernel
+        /// shifts the observations' times by the difference to its own clock.
+        mono_ns: u64,
+    },
+    /// To [`Op::BpfTake`] and [`Op::BpfStop`].
+    Observed {
+        /// One observation each, as JSON (the runtime's `Observation`).
+        observations: Vec<String>,
+        /// Records dropped in the kernel since loading because a ring buffer was full.
+        lost: u64,
+    },
 }
+
+/// Serves the operations this crate does not implement itself ([`Op::BpfLoad`] and the other
+/// `Bpf*` operations): given to [`main_with`] by a binary that links the observers.
+pub type Extension = fn(Op) -> Result<Reply, String>;
 
 #[cfg(test)]
 mod tests {

@@ -8,8 +8,10 @@ use std::time::Duration;
 /// Bound on one command in a namespace (`iptables` waits up to 5 s for the xtables lock).
 const RUN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The host process whose root and mounts are the host's: 1, or the agent's parent.
-fn host_pid() -> u32 {
+/// The host process whose root, mounts and network namespace are the host's, as the agent
+/// (`--pid=host`) sees it: 1, or the agent's parent (the container runtime's shim) when the host
+/// hides its pid 1.
+pub fn host_pid() -> u32 {
     if std::fs::read_link("/proc/1/root").is_ok() {
         return 1;
     }
@@ -29,10 +31,26 @@ fn host_root() -> String {
 
 /// The `chaos-agent` binary: `chaos-agent session` serves one client on its standard streams
 /// until its input ends (the container's main process; its stdin is the run's connection).
+///
+/// This crate alone does not load eBPF programs: [`crate::Op::BpfLoad`] is answered with an
+/// error. [`main_with`] adds them.
 pub fn main() {
+    main_with(without_observers);
+}
+
+fn without_observers(op: Op) -> Result<Reply, String> {
+    Err(format!(
+        "this chaos-agent was built without eBPF observers, so it cannot serve {op:?}; the \
+         suite's binary (chaos_runtime::agent_main) has them"
+    ))
+}
+
+/// [`main`], with `extension` serving the operations this crate does not implement itself
+/// (the eBPF observers, which live in the runtime).
+pub fn main_with(extension: crate::Extension) {
     let mode = std::env::args().nth(1).unwrap_or_default();
     if mode == "session" {
-        serve(std::io::stdin().lock(), std::io::stdout());
+        serve(std::io::stdin().lock(), std::io::stdout(), extension);
     } else {
         eprintln!(
             "usage: chaos-agent session\n\
@@ -55,7 +73,7 @@ struct State {
 }
 
 /// Serves requests read from `input` until it closes; each on its own thread.
-fn serve(input: impl BufRead, output: impl Write + Send + 'static) {
+fn serve(input: impl BufRead, output: impl Write + Send + 'static, extension: crate::Extension) {
     let out = Arc::new(Mutex::new(output));
     let state = Arc::new(Mutex::new(State::default()));
     for line in input.lines() {
@@ -68,7 +86,7 @@ fn serve(input: impl BufRead, output: impl Write + Send + 'static) {
             let response = match serde_json::from_str::<Request>(&line) {
                 Ok(r) => Response {
                     id: r.id,
-                    result: handle(&state, r.op),
+                    result: handle(&state, r.op, extension),
                 },
                 Err(e) => Response {
                     id: 0,
@@ -84,8 +102,11 @@ fn serve(input: impl BufRead, output: impl Write + Send + 'static) {
     }
 }
 
-fn handle(state: &Mutex<State>, op: Op) -> Result<Reply, String> {
+fn handle(state: &Mutex<State>, op: Op, extension: crate::Extension) -> Result<Reply, String> {
     match op {
+        op @ (Op::BpfLoad { .. } | Op::BpfWatch { .. } | Op::BpfTake | Op::BpfStop) => {
+            extension(op)
+        }
         Op::Hello => Ok(Reply::Hello {
             protocol: PROTOCOL,
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -533,11 +554,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_session_answers_each_request_by_id_and_refuses_relative_paths() {
+    fn a_session_answers_each_request_by_id_and_refuses_relative_paths_and_ops_it_lacks() {
         let input = [
             r#"{"id":1,"op":{"op":"hello"}}"#,
             r#"{"id":2,"op":{"op":"read","path":"etc/passwd"}}"#,
             r#"{"id":3,"op":{"op":"netns_close","handle":9}}"#,
+            r#"{"id":4,"op":{"op":"bpf_take"}}"#,
         ]
         .join("\n");
         let out = Arc::new(Mutex::new(Vec::<u8>::new()));
@@ -551,7 +573,11 @@ mod tests {
                 Ok(())
             }
         }
-        serve(std::io::Cursor::new(input), W(out.clone()));
+        serve(
+            std::io::Cursor::new(input),
+            W(out.clone()),
+            without_observers,
+        );
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let mut got = Vec::new();
         while std::time::Instant::now() < deadline {
@@ -560,13 +586,13 @@ mod tests {
                 .lines()
                 .map(|l| serde_json::from_str::<Response>(l).unwrap())
                 .collect::<Vec<_>>();
-            if got.len() == 3 {
+            if got.len() == 4 {
                 break;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
         got.sort_by_key(|r| r.id);
-        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got.len(), 4, "{got:?}");
         assert!(matches!(
             got[0].result,
             Ok(Reply::Hello {
@@ -582,5 +608,7 @@ mod tests {
                 .contains("not an absolute")
         );
         assert_eq!(got[2].result, Ok(Reply::Done));
+        let e = got[3].result.as_ref().unwrap_err();
+        assert!(e.contains("without eBPF observers"), "{e}");
     }
 }

@@ -56,9 +56,6 @@ pub(crate) struct Agent {
     reader: tokio::task::JoinHandle<()>,
     /// What the agent last wrote to its standard error (why it died, if it did).
     stderr: Arc<Mutex<String>>,
-    /// Whether this process shares the engine host's pid namespace (then a container's pid
-    /// names the same process here, and a probe may open its namespaces itself).
-    pub(crate) same_pids: bool,
 }
 
 impl Drop for Agent {
@@ -89,6 +86,53 @@ pub(crate) fn tar_one(name: &str, mode: u32, data: &[u8]) -> Vec<u8> {
     out.extend_from_slice(data);
     out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
     out
+}
+
+/// The part of an executable the kernel and the dynamic loader read: the file up to the end of
+/// its last segment, without the section headers. A debug build of the agent is ~270 MB, almost
+/// all of it debug information after the segments; copying only what runs (~7 MB) into every
+/// run's agent container takes milliseconds instead of seconds. A file that is not a 64-bit
+/// little-endian ELF is copied whole.
+fn loadable_part(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let mut head = [0u8; 64];
+    if f.read_exact(&mut head).is_err() {
+        return std::fs::read(path);
+    }
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as u64;
+    let u64_at =
+        |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    // ELF magic, 64-bit, little-endian.
+    if head[..4] != *b"\x7fELF" || head[4] != 2 || head[5] != 1 {
+        return std::fs::read(path);
+    }
+    let (phoff, phentsize, phnum) = (
+        u64_at(&head, 0x20),
+        u16_at(&head, 0x36),
+        u16_at(&head, 0x38),
+    );
+    if phentsize < 56 || phnum == 0 {
+        return std::fs::read(path);
+    }
+    let mut table = vec![0u8; (phentsize * phnum) as usize];
+    f.seek(SeekFrom::Start(phoff))?;
+    f.read_exact(&mut table)?;
+    let mut end = phoff + phentsize * phnum;
+    for ph in table.chunks_exact(phentsize as usize) {
+        end = end.max(u64_at(ph, 8).saturating_add(u64_at(ph, 32)));
+    }
+    let len = f.metadata()?.len();
+    if end >= len {
+        return std::fs::read(path);
+    }
+    let mut out = vec![0u8; end as usize];
+    f.seek(SeekFrom::Start(0))?;
+    f.read_exact(&mut out)?;
+    // No section headers: e_shoff, e_shnum and e_shstrndx say so.
+    out[0x28..0x30].fill(0);
+    out[0x3c..0x40].fill(0);
+    Ok(out)
 }
 
 impl Agent {
@@ -133,9 +177,11 @@ impl Agent {
     ) -> Result<(Agent, String), String> {
         let tag = image::ensure(docker).await.map_err(|e| e.to_string())?;
         let bin = fixture_binary("chaos-agent", "CHAOS_AGENT_BIN").map_err(|e| e.to_string())?;
-        let data = tokio::fs::read(&bin)
-            .await
-            .map_err(|e| format!("cannot read {}: {e}", bin.display()))?;
+        let data = tokio::task::spawn_blocking(move || {
+            loadable_part(&bin).map_err(|e| format!("cannot read {}: {e}", bin.display()))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
         let body = ContainerCreateBody {
             image: Some(tag),
             cmd: Some(vec!["/usr/local/bin/chaos-agent".into(), "session".into()]),
@@ -151,7 +197,8 @@ impl Agent {
                 // container. setns(2) needs SYS_ADMIN (and the default seccomp profile allows
                 // it only then), opening another process's namespace SYS_PTRACE, the packet
                 // filter and qdiscs NET_ADMIN, the kernel log (its OOM killer's victims)
-                // SYSLOG and the /dev/kmsg device.
+                // SYSLOG and the /dev/kmsg device. SYS_ADMIN also lets it load the eBPF
+                // observers (bpf(2), tracepoints) on kernels without CAP_BPF and CAP_PERFMON.
                 cap_add: Some(
                     ["SYS_ADMIN", "SYS_PTRACE", "NET_ADMIN", "NET_RAW", "SYSLOG"]
                         .map(str::to_string)
@@ -222,24 +269,18 @@ impl Agent {
             pending.clone(),
             stderr.clone(),
         ));
-        let mut agent = Agent {
+        let agent = Agent {
             name: name.to_string(),
             input: tokio::sync::Mutex::new(attached.input),
             pending,
             next: AtomicU64::new(1),
             reader,
             stderr,
-            same_pids: false,
         };
         match agent.call(Op::Hello).await? {
             Reply::Hello {
-                protocol,
-                kernel,
-                pid_ns,
-            } if protocol == PROTOCOL => {
-                agent.same_pids = pid_ns != 0 && pid_ns == chaos_agent::pid_ns();
-                Ok((agent, kernel))
-            }
+                protocol, kernel, ..
+            } if protocol == PROTOCOL => Ok((agent, kernel)),
             Reply::Hello { protocol, .. } => Err(format!(
                 "the host agent speaks protocol {protocol}, this runtime {PROTOCOL}: \
                  rebuild the chaos-agent binary with this version (cargo build)"
@@ -472,7 +513,36 @@ impl crate::observe::sys::KmsgReader for AgentKmsg {
 
 #[cfg(test)]
 mod tests {
-    use super::tar_one;
+    use super::{loadable_part, tar_one};
+
+    #[test]
+    fn only_the_loadable_part_of_an_executable_is_copied_and_it_still_runs() {
+        let me = std::env::current_exe().unwrap();
+        let whole = std::fs::metadata(&me).unwrap().len();
+        let part = loadable_part(&me).unwrap();
+        assert!(
+            (part.len() as u64) < whole / 4,
+            "{} of {whole} bytes",
+            part.len()
+        );
+        let dir = std::env::temp_dir().join(format!("chaos-loadable-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let copy = dir.join("t");
+        std::fs::write(&copy, &part).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // This test binary, cut to its segments, lists its tests like the whole one.
+        let out = std::process::Command::new(&copy)
+            .args(["--list", "loadable_part"])
+            .output()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("loadable_part"));
+        // Not an ELF file: whole.
+        let text = loadable_part(std::path::Path::new(env!("CARGO_MANIFEST_PATH"))).unwrap();
+        assert_eq!(text, std::fs::read(env!("CARGO_MANIFEST_PATH")).unwrap());
+    }
 
     #[test]
     fn the_archive_is_one_ustar_entry_with_its_mode_and_size() {

@@ -78,6 +78,19 @@ pub use workload::{Ack, HttpWorkload, Outcome, Workload, WorkloadCx};
 
 use std::sync::Arc;
 
+/// The `chaos-agent` binary that runs start in their host-agent container: the `chaos-agent`
+/// crate's server, with this crate's eBPF observers so that the agent can load them into the
+/// engine's kernel when the test process cannot (not root, in a CI job container, on another
+/// machine).
+///
+/// ```no_run
+/// // the whole of src/bin/chaos-agent.rs, inside its `fn main`:
+/// chaos_runtime::agent_main();
+/// ```
+pub fn agent_main() {
+    chaos_agent::main_with(observe::bpf::serve);
+}
+
 /// A finished chaos run, handed to the test body. The stack is still running while the body runs.
 #[derive(Clone)]
 pub struct ChaosRun {

@@ -5,7 +5,7 @@ use crate::__private::Body;
 use crate::clock::mono_ns;
 use crate::fault::{self, FaultCx, FaultGuard};
 use crate::invariant;
-use crate::observe::{Observation, ObserverMode, Observers, Source};
+use crate::observe::{BpfHost, Observation, ObserverMode, Observers, Source};
 use crate::spec::{FaultSpec, Needs, Spec};
 use crate::stack::{self, Plan, Stack};
 use crate::system::{Ceiling, SteadyState, System, SystemError};
@@ -253,8 +253,19 @@ fn check(spec: &Spec, system: &System, mode: ObserverMode) -> Result<Checked, Sy
 /// any resource exists: a test that must observe through eBPF on a host that cannot load it
 /// fails here in one line with the fix (never a silent pass, never a different verdict, never
 /// a stack started for nothing). No fault needs root here: the host agent acts on the host.
+///
+/// eBPF is probed here only when this process will load it itself (root, on the engine's
+/// host); otherwise the run's host agent loads it, and a refusal fails the run as the
+/// observers start, with the agent's reason.
 fn needs(spec: &Spec, mode: ObserverMode) -> Result<(), Failure> {
-    if mode != ObserverMode::Bpf {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let engine_elsewhere = std::path::Path::new("/.dockerenv").exists()
+        || std::env::var("DOCKER_HOST")
+            .ok()
+            .and_then(|h| crate::reach::host_of_docker_host(&h))
+            .is_some();
+    if mode != ObserverMode::Bpf || !root || engine_elsewhere {
         return Ok(());
     }
     crate::observe::bpf::probe().map_err(|why| {
@@ -407,41 +418,34 @@ async fn experiment(
     Ok((tl, acked))
 }
 
-/// How the observers and faults see the engine's host: this process's own /proc, /sys and
-/// /dev/kmsg when it is root in the engine host's pid namespace (nothing to start), else the
-/// run's host agent. The second value says why eBPF, which this process loads itself, cannot
-/// observe the engine from here.
-async fn host_view(
-    stack: &Stack,
-) -> (
-    Arc<dyn crate::observe::sys::Sys>,
-    Result<(), String>,
-    &'static str,
-) {
+/// How the observers and faults see the engine's host, and who loads eBPF into its kernel:
+/// this process, with its own /proc, /sys and /dev/kmsg, when it is root in the engine host's
+/// pid namespace (nothing to start), else the run's host agent.
+async fn host_view(stack: &Stack) -> (Arc<dyn crate::observe::sys::Sys>, BpfHost, &'static str) {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if root && stack.sees_engine_pids().await {
-        return (Arc::new(crate::observe::sys::RealSys), Ok(()), "");
+        return (Arc::new(crate::observe::sys::RealSys), BpfHost::Here, "");
     }
     match stack.agent().await {
-        Ok(agent) => {
-            let here = if agent.same_pids {
-                Ok(())
-            } else {
-                Err("this process is not in the Docker engine host's pid namespace".into())
-            };
-            (
-                Arc::new(crate::agent::AgentSys::new(agent)),
-                here,
-                " (host files through the host agent)",
-            )
-        }
+        Ok(agent) => (
+            Arc::new(crate::agent::AgentSys::new(agent.clone())),
+            BpfHost::Agent(agent),
+            " (host access through the host agent)",
+        ),
         Err(why) => {
             progress::line(
                 "observe",
                 &format!("no host agent ({why}); observing from this process only"),
             );
-            (Arc::new(crate::observe::sys::RealSys), Ok(()), "")
+            let bpf = if root {
+                BpfHost::Here
+            } else {
+                BpfHost::Nowhere(format!(
+                    "no host agent ({why}) and this process is not root"
+                ))
+            };
+            (Arc::new(crate::observe::sys::RealSys), bpf, "")
         }
     }
 }
@@ -453,8 +457,8 @@ async fn start_observers(
     mode: ObserverMode,
     tx: crate::observe::Sink,
 ) -> Result<Arc<Observers>, Failure> {
-    let (sys, here, via) = host_view(stack).await;
-    let observers = Arc::new(Observers::start_with(mode, docker, tx, sys, here).await?);
+    let (sys, bpf, via) = host_view(stack).await;
+    let observers = Arc::new(Observers::start_with(mode, docker, tx, sys, bpf).await?);
     for role in stack.roles() {
         if let Ok(w) = stack.watched(&role).await {
             observers.watch(w).await;

@@ -14,6 +14,10 @@
 
 mod programs;
 mod record;
+mod remote;
+
+pub(crate) use remote::AgentBpf;
+pub use remote::serve;
 
 use super::{Observation, ObserveError, Sink, WatchedContainer};
 use aya::maps::{
@@ -197,7 +201,7 @@ fn fix_for(why: &str) -> &'static str {
     if w.contains("operation not permitted")
         || (w.contains("permission denied") && !w.contains("verifier"))
     {
-        "run as root (or with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN; a container needs --privileged)"
+        "run as root (or with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN), or let the run's host agent load the programs (it does when this process is not root on the engine's host)"
     } else if w.contains("tracefs") {
         "mount -t tracefs tracefs /sys/kernel/tracing"
     } else if w.contains("btf") {
@@ -575,6 +579,15 @@ impl BpfObserver {
         entry.pidns = pidns;
         entry.netns = netns;
         Ok(())
+    }
+
+    /// Takes the network namespace of `path` (`/proc/<pid>/ns/net`) as the host's, never
+    /// watched, instead of this process's own (the host agent has a network namespace of its
+    /// own, and the host's is its first process's).
+    pub(crate) fn own_net(&mut self, path: &str) {
+        if let Ok(m) = std::fs::metadata(path) {
+            self.own_ns.1 = Some(m.ino());
+        }
     }
 
     /// Per signal ("process", "oom", "tcp", "runq", "block_io"): Ok when its programs attached, Err(why) otherwise.

@@ -392,11 +392,57 @@ pub struct Observers {
     choices: Vec<SignalChoice>,
     shared: Arc<Shared>,
     sys: Arc<dyn sys::Sys>,
-    bpf: Option<bpf::BpfObserver>,
+    bpf: Option<Loaded>,
     /// Stopped first, so the cgroup source's last round sees the victims it names.
     kmsg: Option<(watch::Sender<bool>, JoinHandle<()>)>,
     stop_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// Who loads the eBPF programs into the engine's kernel.
+pub(crate) enum BpfHost {
+    /// This process: it is root on the engine's host.
+    Here,
+    /// The run's host agent.
+    Agent(Arc<crate::agent::Agent>),
+    /// Nobody can (why).
+    Nowhere(String),
+}
+
+/// eBPF observers, loaded here or in the host agent.
+enum Loaded {
+    Here(bpf::BpfObserver),
+    Agent(bpf::AgentBpf),
+}
+
+impl Loaded {
+    fn signals(&self) -> Vec<(&'static str, Result<(), String>)> {
+        match self {
+            Loaded::Here(b) => b.signals(),
+            Loaded::Agent(b) => b.signals(),
+        }
+    }
+
+    fn attached(&self) -> &[String] {
+        match self {
+            Loaded::Here(b) => b.attached(),
+            Loaded::Agent(b) => b.attached(),
+        }
+    }
+
+    async fn watch(&self, c: &WatchedContainer) -> Result<(), String> {
+        match self {
+            Loaded::Here(b) => b.watch(c).map_err(|e| why_of(&e)),
+            Loaded::Agent(b) => b.watch(c).await,
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Loaded::Here(b) => b.stop().await,
+            Loaded::Agent(b) => b.stop().await,
+        }
+    }
 }
 
 impl Observers {
@@ -409,48 +455,65 @@ impl Observers {
         docker: testcontainers::bollard::Docker,
         sink: Sink,
     ) -> Result<Self, ObserveError> {
-        Self::start_with(mode, docker, sink, Arc::new(sys::RealSys), Ok(())).await
+        Self::start_with(mode, docker, sink, Arc::new(sys::RealSys), BpfHost::Here).await
     }
 
-    /// [`Observers::start`] reading the host through `sys`; `here` is `Err(why)` when eBPF
-    /// loaded by this process would not observe the engine's kernel and containers.
+    /// [`Observers::start`] reading the host through `sys`, with eBPF loaded by `host`.
     pub(crate) async fn start_with(
         mode: ObserverMode,
         docker: testcontainers::bollard::Docker,
         sink: Sink,
         sys: Arc<dyn sys::Sys>,
-        here: Result<(), String>,
+        host: BpfHost,
     ) -> Result<Self, ObserveError> {
         let clock = docker_events::WallToMono::now();
         let started = crate::clock::mono_ns();
 
-        let (bpf, why_not): (Option<bpf::BpfObserver>, String) = match (mode, here) {
-            (ObserverMode::Bpf, Err(why)) => {
-                return Err(ObserveError::BpfUnavailable {
-                    why,
-                    fix: "run the test process on the Docker engine's host (eBPF is loaded by \
-                          the test process; the host agent does not load it yet)"
-                        .into(),
-                });
+        let loaded = match (mode, host) {
+            (ObserverMode::Fallback, _) => {
+                let by = match ObserverMode::from_env() {
+                    Ok(Some(ObserverMode::Fallback)) => "CHAOS_OBSERVER=fallback",
+                    _ => "observer = \"fallback\"",
+                };
+                Err(ObserveError::BpfUnavailable {
+                    why: format!("eBPF disabled by {by}"),
+                    fix: String::new(),
+                })
             }
-            (ObserverMode::Auto, Err(why)) => (None, format!("eBPF not here: {why}")),
-            (mode, _) => match mode {
-                ObserverMode::Fallback => {
-                    let by = match ObserverMode::from_env() {
-                        Ok(Some(ObserverMode::Fallback)) => "CHAOS_OBSERVER=fallback",
-                        _ => "observer = \"fallback\"",
-                    };
-                    (None, format!("eBPF disabled by {by}"))
-                }
-                ObserverMode::Auto | ObserverMode::Bpf => {
-                    match bpf::BpfObserver::load(sink.clone()) {
-                        Ok(b) => (Some(b), String::new()),
-                        Err(e) if mode == ObserverMode::Bpf => return Err(bpf_unavailable(e)),
-                        Err(e) => (None, format!("eBPF unavailable: {}", why_of(&e))),
-                    }
-                }
+            (_, BpfHost::Nowhere(why)) => Err(ObserveError::BpfUnavailable {
+                why,
+                fix: "run the test process as root on the Docker engine's host, or let the \
+                      run start its host agent (see the reason)"
+                    .into(),
+            }),
+            (_, BpfHost::Here) => bpf::BpfObserver::load(sink.clone()).map(Loaded::Here),
+            (_, BpfHost::Agent(agent)) => match bpf::Attach::from_env() {
+                Ok(attach) => bpf::AgentBpf::load(agent, attach, sink.clone())
+                    .await
+                    .map(Loaded::Agent),
+                Err(why) => Err(ObserveError::BpfUnavailable {
+                    why,
+                    fix: "set CHAOS_BPF_ATTACH to auto, tp_btf or tracepoint".into(),
+                }),
             },
         };
+        let (bpf, why_not) = match loaded {
+            Ok(b) => (Some(b), String::new()),
+            Err(e) if mode == ObserverMode::Bpf => return Err(bpf_unavailable(e)),
+            Err(ObserveError::BpfUnavailable { why, .. }) if mode == ObserverMode::Fallback => {
+                (None, why)
+            }
+            Err(e) => (None, format!("eBPF unavailable: {}", why_of(&e))),
+        };
+        if let Some(Loaded::Agent(b)) = &bpf {
+            crate::progress::line(
+                "observe",
+                &format!(
+                    "eBPF loaded by the host agent in {} ms",
+                    b.load_time().as_millis()
+                ),
+            );
+        }
         let bpf_signals = bpf.as_ref().map(|b| b.signals()).unwrap_or_default();
 
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -543,13 +606,11 @@ impl Observers {
     /// Add or refresh a container (after every (re)start); forwards to every active source.
     pub async fn watch(&self, c: WatchedContainer) {
         if let Some(b) = &self.bpf
-            && let Err(e) = b.watch(&c)
+            && let Err(e) = b.watch(&c).await
         {
             eprintln!(
-                "chaos-runtime: eBPF cannot watch {} ({}): {}",
-                c.role,
-                c.pid,
-                why_of(&e)
+                "chaos-runtime: eBPF cannot watch {} ({}): {e}",
+                c.role, c.pid
             );
         }
         let mut c = c;
