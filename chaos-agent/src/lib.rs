@@ -27,6 +27,7 @@
 //! ```
 use serde::{Deserialize, Serialize};
 
+pub mod dns;
 mod server;
 
 /// Runs a command inside a network namespace; the agent's `netns_run`, for callers that hold
@@ -36,7 +37,7 @@ pub use server::netns::run_in;
 pub use server::{host_pid, main, main_with, pid_ns};
 
 /// The protocol's version: the runtime refuses an agent that answers [`Op::Hello`] with another.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 
 /// A request: what to do, and the id its [`Response`] carries back.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -103,6 +104,20 @@ pub enum Op {
         streams: u32,
         /// How long to send.
         millis: u64,
+    },
+    /// Asks the DNS server `server` (`ip:port`) for `name`'s IPv4 addresses from a socket made
+    /// inside a held namespace (Docker's embedded DNS at 127.0.0.11 answers only there);
+    /// answered with [`Reply::Names`] (the addresses), or an error when no answer came within
+    /// `timeout_ms` or the server refused the name.
+    DnsQuery {
+        /// The namespace's handle.
+        handle: u64,
+        /// `ip:port` of the server.
+        server: String,
+        /// The name asked for.
+        name: String,
+        /// How long to wait for the answer.
+        timeout_ms: u64,
     },
     /// Reads a host file; answered with [`Reply::Text`].
     Read {

@@ -138,6 +138,12 @@ fn handle(state: &Mutex<State>, op: Op, extension: crate::Extension) -> Result<R
         Op::NetnsOpen { pid } => netns::open(state, pid),
         Op::UdpStart { flows, rate } => netns::udp_start(state, &flows, rate),
         Op::UdpStop { handle } => netns::udp_stop(state, handle),
+        Op::DnsQuery {
+            handle,
+            server,
+            name,
+            timeout_ms,
+        } => netns::dns_query(state, handle, &server, &name, timeout_ms),
         Op::Transfer {
             from,
             to,
@@ -350,6 +356,59 @@ pub(crate) mod netns {
         Ok(Reply::Handle { handle })
     }
 
+    pub(super) fn dns_query(
+        state: &Mutex<State>,
+        handle: u64,
+        server: &str,
+        name: &str,
+        timeout_ms: u64,
+    ) -> Result<Reply, String> {
+        let fd = held(state, handle)?;
+        let to: std::net::SocketAddr = server.parse().map_err(|e| format!("{server}: {e}"))?;
+        let socket = inside(&fd, || std::net::UdpSocket::bind("0.0.0.0:0"))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let id = (nanos ^ std::process::id()) as u16;
+        let query = crate::dns::query(id, name)?;
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms.max(1));
+        socket
+            .send_to(&query, to)
+            .map_err(|e| format!("cannot send a DNS query to {server}: {e}"))?;
+        let mut buf = [0u8; 1500];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "no answer from {server} for {name} within {timeout_ms} ms"
+                ));
+            }
+            socket
+                .set_read_timeout(Some(left))
+                .map_err(|e| e.to_string())?;
+            match socket.recv(&mut buf) {
+                Ok(n) => match crate::dns::answer(id, &buf[..n]) {
+                    Err(e) if e.contains("another query") => continue,
+                    Err(e) => return Err(format!("{name}: {e}")),
+                    Ok(addrs) => {
+                        return Ok(Reply::Names {
+                            names: addrs.iter().map(|a| a.to_string()).collect(),
+                        });
+                    }
+                },
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(format!("asking {server} for {name}: {e}")),
+            }
+        }
+    }
+
     pub(super) fn udp_stop(state: &Mutex<State>, handle: u64) -> Result<Reply, String> {
         let stream = {
             let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
@@ -528,6 +587,16 @@ mod netns {
     pub(super) fn udp_start(
         _: &Mutex<State>,
         _: &[crate::UdpFlow],
+        _: u64,
+    ) -> Result<Reply, String> {
+        Err("network namespaces need a Linux engine host".into())
+    }
+
+    pub(super) fn dns_query(
+        _: &Mutex<State>,
+        _: u64,
+        _: &str,
+        _: &str,
         _: u64,
     ) -> Result<Reply, String> {
         Err("network namespaces need a Linux engine host".into())

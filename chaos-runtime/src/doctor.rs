@@ -323,6 +323,7 @@ pub const EXPERIMENTS: &[(&str, &str, &[&str], &[&str])] = &[
     ),
     ("11", "packet loss", &["packet_loss"], &["tcp"]),
     ("12", "bandwidth limit", &["bandwidth"], &["tcp"]),
+    ("13", "DNS failure", &["dns_failure"], &["tcp"]),
 ];
 
 /// Fix for a missing netem.
@@ -611,6 +612,20 @@ pub fn fault_support(kind: &str, f: &Facts) -> Result<String, String> {
                 )),
             }
         }
+        "dns_failure" if !f.root => Ok(
+            "a DROP rule for 127.0.0.11 (Docker's embedded DNS) in the target's netns, set by the run's host agent; names checked from inside"
+                .into(),
+        ),
+        "dns_failure" => match (&f.iptables, &f.nft) {
+            (Ok(v), _) => Ok(format!(
+                "a DROP rule for 127.0.0.11 (Docker's embedded DNS) in the target's netns ({v}); names checked from inside"
+            )),
+            (Err(_), Ok(_)) => Ok(
+                "a DROP rule for 127.0.0.11 (Docker's embedded DNS) in the target's netns (nft table); names checked from inside"
+                    .into(),
+            ),
+            (Err(e), Err(_)) => Err(format!("neither iptables nor nft is usable in a netns: {e}")),
+        },
         "latency" => match (&f.netns, &f.netem) {
             (Ok(()), Ok(())) => {
                 Ok("tc netem in the target's netns (fault proxy where netem cannot act)".into())
@@ -1186,7 +1201,7 @@ tracefs /sys/kernel/tracing tracefs rw,relatime 0 0
             (d.status, d.fix.as_deref()),
             (Status::Missing, Some("start it"))
         );
-        assert!(r.render_text().contains("12 experiment(s) cannot run"));
+        assert!(r.render_text().contains("13 experiment(s) cannot run"));
     }
 
     #[test]

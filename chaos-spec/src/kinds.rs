@@ -11,6 +11,7 @@ pub const FAULT_KINDS: &[&str] = &[
     "network_partition",
     "packet_loss",
     "bandwidth",
+    "dns_failure",
     "latency",
     "memory_oom",
     "cpu_throttle",
@@ -38,6 +39,7 @@ pub const FAULT_PARAMS: &[(&str, &[(&str, ParamType)])] = &[
             ("direction", ParamType::Direction),
         ],
     ),
+    ("dns_failure", &[]),
     (
         "latency",
         &[
@@ -145,6 +147,9 @@ pub fn describe(kind: &str) -> Option<&'static str> {
         }
         "bandwidth" => {
             "limit the target's link to the stack to a rate (tc tbf; rate = \"1MiB\" per second, direction)"
+        }
+        "dns_failure" => {
+            "the target can no longer resolve names (its queries to Docker's embedded DNS are dropped); open connections keep working"
         }
         "latency" => "the fault proxy in front of the target's ports adds latency/jitter",
         "memory_oom" => "lower the memory limit and push the target past it",

@@ -25,8 +25,10 @@ pub(crate) mod tc;
 /// Whether a fault kind acts through the run's host agent (see `crate::agent`): a command in
 /// the target's network namespace. The run then starts the agent beside the services.
 pub fn needs_agent(kind: &str) -> bool {
-    matches!(kind, "network_partition" | "packet_loss" | "bandwidth")
-        || (kind == "latency" && latency::forced_netem())
+    matches!(
+        kind,
+        "network_partition" | "packet_loss" | "bandwidth" | "dns_failure"
+    ) || (kind == "latency" && latency::forced_netem())
 }
 
 /// Why a fault could not be injected or healed.
@@ -180,6 +182,7 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
         "disk_io" => disk::inject(cx, spec).await,
         "network_partition" => network::inject(cx, spec).await,
         "packet_loss" => network::inject_loss(cx, spec).await,
+        "dns_failure" => network::inject_dns(cx, spec).await,
         "bandwidth" => bandwidth::inject(cx, spec).await,
         "pool_exhaustion" => pool::inject(cx, spec).await,
         "latency" => latency::inject(cx, spec).await,
@@ -239,7 +242,15 @@ mod tests {
         let agent: Vec<&str> = kinds().filter(|k| super::needs_agent(k)).collect();
         // latency goes through the agent only when netem is forced (CHAOS_LATENCY=netem).
         if !super::latency::forced_netem() {
-            assert_eq!(agent, ["network_partition", "packet_loss", "bandwidth"]);
+            assert_eq!(
+                agent,
+                [
+                    "network_partition",
+                    "packet_loss",
+                    "bandwidth",
+                    "dns_failure"
+                ]
+            );
         }
     }
 }

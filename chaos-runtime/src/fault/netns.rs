@@ -155,6 +155,29 @@ impl Netns {
         Ok(Ran { ok, stdout, stderr })
     }
 
+    /// Asks the DNS server at `server` (`ip:port`, as seen inside the namespace) for `name`'s
+    /// IPv4 addresses, waiting at most `timeout_ms`; through the agent only.
+    pub(crate) async fn resolve(
+        &self,
+        server: &str,
+        name: &str,
+        timeout_ms: u64,
+    ) -> Result<Vec<String>, String> {
+        let (agent, handle) = self.held()?;
+        match agent
+            .call(Op::DnsQuery {
+                handle,
+                server: server.into(),
+                name: name.into(),
+                timeout_ms,
+            })
+            .await?
+        {
+            Reply::Names { names } => Ok(names),
+            other => Err(format!("the host agent answered dns_query with {other:?}")),
+        }
+    }
+
     /// Runs `args[0]` with the rest as arguments; its stdout, or `Err` with its stderr.
     pub(crate) async fn exec(&self, args: &[&str]) -> Result<String, String> {
         let (bin, rest) = args.split_first().ok_or("no command")?;

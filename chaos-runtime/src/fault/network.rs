@@ -769,6 +769,120 @@ async fn lift(
     cx.serving(role, deadline, fault).await
 }
 
+/// Docker's embedded DNS server, as every container on a user-defined network sees it.
+pub const EMBEDDED_DNS: &str = "127.0.0.11";
+/// How long the name check waits for an answer (Docker's server answers in about a millisecond).
+const DNS_CHECK_MS: u64 = 500;
+
+/// The rule of `dns_failure`: drop what the target sends to Docker's embedded DNS server (UDP
+/// and TCP; after the container's own DNAT of port 53 the address is still 127.0.0.11).
+pub fn dns_rules() -> Vec<Rule> {
+    vec![Rule {
+        chain: "OUTPUT",
+        cidr: format!("{EMBEDDED_DNS}/32"),
+        action: Action::Drop,
+    }]
+}
+
+/// Asks the embedded DNS server, from inside the target's namespace, for `name`: its
+/// addresses, or why there were none.
+async fn check_name(netns: &Netns, name: &str) -> Result<Vec<String>, String> {
+    netns
+        .resolve(&format!("{EMBEDDED_DNS}:53"), name, DNS_CHECK_MS)
+        .await
+}
+
+/// Injects `dns_failure`: in the target's netns, a rule dropping its packets to Docker's
+/// embedded DNS server, so no name resolves while connections already open keep working.
+/// Names are checked from inside the namespace before and after the rule goes in and after it
+/// goes out (event `dns_checked`: the name of another service, `resolved` or the error), so
+/// the fault is shown, not assumed.
+pub async fn inject_dns(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultError> {
+    let fault = format!("dns_failure {}", spec.target);
+    // Another service's container name: its DNS name on the stack network.
+    let peer = cx
+        .stack
+        .roles()
+        .into_iter()
+        .find(|r| r != spec.target)
+        .and_then(|r| cx.stack.service(&r).map(|s| s.name.clone()))
+        .ok_or_else(|| FaultError::Other {
+            fault: fault.clone(),
+            what: "the stack has no other service whose name could be resolved".into(),
+        })?;
+    let rules = dns_rules();
+    let installed = install(cx, spec, &fault, &rules).await?;
+    let during = check_name(&installed.netns, &peer).await;
+    if let Ok(addrs) = &during {
+        let _ = installed
+            .netns
+            .remove(&installed.backend, &rules, &installed.tag)
+            .await;
+        return Err(FaultError::Other {
+            fault,
+            what: format!(
+                "{peer} still resolves ({}) with the DNS rule in place: the target does not use \
+                 Docker's embedded DNS at {EMBEDDED_DNS} (a default bridge network or its own \
+                 resolver)",
+                addrs.join(", ")
+            ),
+        });
+    }
+    cx.event(
+        "dns_checked",
+        spec.target,
+        &[
+            ("name", peer.clone()),
+            ("when", "fault".into()),
+            ("resolved", "false".into()),
+            ("error", during.err().unwrap_or_default()),
+        ],
+    );
+    let mechanism = format!(
+        "{}: queries to Docker's embedded DNS dropped",
+        describe(&installed.backend, &rules, spec.target)
+    );
+    let role = spec.target.to_string();
+    Ok(Injected {
+        mechanism,
+        healing: Healing::new(move |cx, deadline| async move {
+            let fault = format!("heal dns_failure {role}");
+            let removed = installed
+                .netns
+                .remove(&installed.backend, &rules, &installed.tag)
+                .await
+                .map_err(|what| FaultError::Other {
+                    fault: fault.clone(),
+                    what,
+                })?;
+            let after = check_name(&installed.netns, &peer).await;
+            cx.event(
+                "dns_restored",
+                &role,
+                &[
+                    ("rules_removed", removed.to_string()),
+                    ("name", peer.clone()),
+                    ("resolved", after.is_ok().to_string()),
+                    (
+                        "answer",
+                        match &after {
+                            Ok(a) => a.join(","),
+                            Err(e) => e.clone(),
+                        },
+                    ),
+                ],
+            );
+            if let Err(e) = after {
+                return Err(FaultError::Other {
+                    fault,
+                    what: format!("{peer} does not resolve after the DNS rule went: {e}"),
+                });
+            }
+            cx.serving(&role, deadline, fault).await
+        }),
+    })
+}
+
 /// Injects `packet_loss`: in the target's netns, a rule per direction that drops `loss` percent
 /// of the packets to/from the stack subnet at random (default 10 %), beside a rule counting
 /// them all, and a UDP probe stream across the link (see `fault/probe.rs`). At heal the probe
