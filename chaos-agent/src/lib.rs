@@ -37,7 +37,7 @@ pub use server::netns::run_in;
 pub use server::{host_pid, main, main_with, pid_ns};
 
 /// The protocol's version: the runtime refuses an agent that answers [`Op::Hello`] with another.
-pub const PROTOCOL: u32 = 3;
+pub const PROTOCOL: u32 = 4;
 
 /// A request: what to do, and the id its [`Response`] carries back.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -118,6 +118,17 @@ pub enum Op {
         name: String,
         /// How long to wait for the answer.
         timeout_ms: u64,
+    },
+    /// Sends signal `signal` to host pid `pid`, only if that process belongs to container
+    /// `container` (its `/proc/<pid>/cgroup` names the id): a recycled pid is never signalled.
+    /// Answered with [`Reply::Done`].
+    Signal {
+        /// A pid in the engine host's pid namespace.
+        pid: u32,
+        /// The signal's number (`9` SIGKILL, `19` SIGSTOP, `18` SIGCONT on Linux).
+        signal: i32,
+        /// The full id of the container it must belong to.
+        container: String,
     },
     /// Reads a host file; answered with [`Reply::Text`].
     Read {

@@ -133,6 +133,11 @@ fn handle(state: &Mutex<State>, op: Op, extension: crate::Extension) -> Result<R
             })
             .map(|names| Reply::Names { names })
             .map_err(|e| format!("cannot list {path} on the engine's host: {e}")),
+        Op::Signal {
+            pid,
+            signal,
+            container,
+        } => signal_in(pid, signal, &container),
         Op::KmsgOpen => kmsg::open(state),
         Op::KmsgRead { handle } => kmsg::read(state, handle),
         Op::NetnsOpen { pid } => netns::open(state, pid),
@@ -162,6 +167,34 @@ fn handle(state: &Mutex<State>, op: Op, extension: crate::Extension) -> Result<R
             Ok(Reply::Done)
         }
     }
+}
+
+/// Signals `pid` if its cgroup names `container` (never pid 1 or the agent itself).
+fn signal_in(pid: u32, signal: i32, container: &str) -> Result<Reply, String> {
+    if pid <= 1 || pid == std::process::id() || container.len() < 12 {
+        return Err(format!("refusing to signal pid {pid}"));
+    }
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map_err(|e| format!("pid {pid} is gone: {e}"))?;
+    if !cgroup.contains(container) {
+        return Err(format!(
+            "pid {pid} is not a process of container {}",
+            &container[..12]
+        ));
+    }
+    #[cfg(unix)]
+    {
+        // SAFETY: kill(2) has no memory preconditions; the pid was checked above.
+        if unsafe { libc::kill(pid as i32, signal) } != 0 {
+            return Err(format!(
+                "kill({pid}, {signal}): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(Reply::Done)
+    }
+    #[cfg(not(unix))]
+    Err(format!("cannot signal {signal} here"))
 }
 
 /// The inode of this process's pid namespace (0 when unknown).

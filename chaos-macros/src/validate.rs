@@ -10,7 +10,7 @@ use chaos_spec::suggest::{did_you_mean, listing, unknown};
 use chaos_spec::units::{self, DURATION_FORMS, Invalid, SIZE_FORMS};
 use chaos_spec::{
     self as lists, DIRECTIONS, FAULT_KINDS, OBSERVERS, ParamType, all_params, faults_taking,
-    param_type, params_of, valid_role,
+    param_type, params_of, required_params, valid_role,
 };
 
 /// A checked test, ready to render.
@@ -407,6 +407,14 @@ fn options(args: &[Arg], errors: &mut Errors) -> Option<Options> {
                 r#"missing `target`: the role of the system the fault hits, e.g. `target = "postgres"`"#,
             );
         }
+        if let Some(kind) = single.kind {
+            for p in required_params(kind) {
+                if keys.missing(p) {
+                    errors.at(Span::call_site(), missing_param(kind, p));
+                    valid = false;
+                }
+            }
+        }
         match single.finish() {
             Some(fault) => faults.push(fault),
             None => valid = false,
@@ -526,7 +534,23 @@ fn composite_item(item: &Arg, errors: &mut Errors) -> Option<Fault> {
             ),
         );
     }
-    fault.finish()
+    let mut complete = true;
+    if let Some(kind) = fault.kind {
+        for p in required_params(kind) {
+            if keys.missing(p) {
+                errors.at(item.key.span(), missing_param(kind, p));
+                complete = false;
+            }
+        }
+    }
+    fault.finish().filter(|_| complete)
+}
+
+/// The error for a parameter `kind` cannot do without.
+fn missing_param(kind: &str, param: &str) -> String {
+    format!(
+        "missing `{param}` for `{kind}`: the process to signal, by part of its command line, e.g. `{param} = \"walwriter\"`"
+    )
 }
 
 /// One fault's options, checked as they come.
@@ -684,6 +708,19 @@ fn param(arg: &Arg, errors: &mut Errors) -> Option<(String, String)> {
                 Some((name, text))
             } else {
                 errors.at(lit.span(), unknown("direction", &text, DIRECTIONS));
+                None
+            }
+        }
+        ParamType::Process => {
+            if units::is_process_pattern(&text) {
+                Some((name, text))
+            } else {
+                errors.at(
+                    lit.span(),
+                    format_args!(
+                        r#"invalid process `{text}` for `{name}`: expected part of the process's command line, 1-64 printable characters without quotes, like "walwriter""#
+                    ),
+                );
                 None
             }
         }
@@ -888,6 +925,7 @@ fn example(key: &str) -> &'static str {
             Some(ParamType::Float) => "0.5",
             Some(ParamType::Direction) => "egress",
             Some(ParamType::Percent) => "10%",
+            Some(ParamType::Process) => "walwriter",
             None => "..",
         },
     }

@@ -324,6 +324,12 @@ pub const EXPERIMENTS: &[(&str, &str, &[&str], &[&str])] = &[
     ("11", "packet loss", &["packet_loss"], &["tcp"]),
     ("12", "bandwidth limit", &["bandwidth"], &["tcp"]),
     ("13", "DNS failure", &["dns_failure"], &["tcp"]),
+    (
+        "14",
+        "process faults",
+        &["process_kill", "process_stop"],
+        &["process"],
+    ),
 ];
 
 /// Fix for a missing netem.
@@ -671,6 +677,10 @@ pub fn fault_support(kind: &str, f: &Facts) -> Result<String, String> {
             }
         }
         "pool_exhaustion" => Ok("a client holds every PostgreSQL connection".into()),
+        "process_kill" | "process_stop" => Ok(
+            "one process chosen from `docker top` by its command line, signalled by the run's host agent (pid checked against the container)"
+                .into(),
+        ),
         "bandwidth" if !f.root => Ok(
             "tc tbf in the target's netns (ifb for ingress), set by the run's host agent; no netem needed"
                 .into(),
@@ -1201,7 +1211,7 @@ tracefs /sys/kernel/tracing tracefs rw,relatime 0 0
             (d.status, d.fix.as_deref()),
             (Status::Missing, Some("start it"))
         );
-        assert!(r.render_text().contains("13 experiment(s) cannot run"));
+        assert!(r.render_text().contains("14 experiment(s) cannot run"));
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub const FAULT_KINDS: &[&str] = &[
     "cpu_throttle",
     "disk_io",
     "pool_exhaustion",
+    "process_kill",
+    "process_stop",
 ];
 
 /// Parameters each fault accepts, besides `target`, `duration` and `after`.
@@ -52,7 +54,17 @@ pub const FAULT_PARAMS: &[(&str, &[(&str, ParamType)])] = &[
     ("cpu_throttle", &[("cpus", ParamType::Float)]),
     ("disk_io", &[("write_bps", ParamType::Size)]),
     ("pool_exhaustion", &[]),
+    ("process_kill", &[("process", ParamType::Process)]),
+    ("process_stop", &[("process", ParamType::Process)]),
 ];
+
+/// Parameters a fault cannot do without (no default makes sense).
+pub fn required_params(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "process_kill" | "process_stop" => &["process"],
+        _ => &[],
+    }
+}
 
 /// How a parameter is checked and normalised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +79,9 @@ pub enum ParamType {
     Direction,
     /// `"10%"`, `"2.5%"`: above 0, at most 100; rendered as `<key>_pct` (the number).
     Percent,
+    /// Part of a process's command line, `"walwriter"`: 1-64 printable ASCII characters
+    /// without quotes; rendered verbatim.
+    Process,
 }
 
 /// `observer = ".."`.
@@ -156,6 +171,12 @@ pub fn describe(kind: &str) -> Option<&'static str> {
         "cpu_throttle" => "CFS quota / cpu.max on the target",
         "disk_io" => "blkio / io.max throttle of the target's writes",
         "pool_exhaustion" => "a client holds every PostgreSQL connection",
+        "process_kill" => {
+            "SIGKILL one process inside the target, chosen by its command line (process = \"walwriter\"), not the container"
+        }
+        "process_stop" => {
+            "SIGSTOP one process inside the target, chosen by its command line (process = \"walwriter\"); SIGCONT at heal"
+        }
         _ => return None,
     })
 }

@@ -76,6 +76,16 @@ pub fn percent(text: &str) -> Result<&str, Invalid> {
 }
 
 /// Splits `"64MiB"` into `("64", "MiB")`; `None` unless it starts with a digit.
+/// Whether `text` can name a process by its command line: 1-64 printable ASCII characters,
+/// no quotes or backslashes.
+pub fn is_process_pattern(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\'' | '\\') || c == ' ')
+        && !text.trim().is_empty()
+}
+
 fn split_number(text: &str) -> Option<(&str, &str)> {
     let end = text
         .find(|c: char| !c.is_ascii_digit())
@@ -102,6 +112,16 @@ mod tests {
         assert_eq!(percent("-5%"), Err(Invalid::Syntax));
         assert_eq!(percent("101%"), Err(Invalid::TooLarge));
         assert_eq!(percent("ten%"), Err(Invalid::Syntax));
+    }
+
+    #[test]
+    fn process_patterns_are_short_printable_words() {
+        assert!(is_process_pattern("walwriter"));
+        assert!(is_process_pattern("postgres: checkpointer"));
+        assert!(!is_process_pattern(""));
+        assert!(!is_process_pattern("  "));
+        assert!(!is_process_pattern("a\"b"));
+        assert!(!is_process_pattern(&"x".repeat(65)));
     }
 
     #[test]

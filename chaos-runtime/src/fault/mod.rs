@@ -20,6 +20,7 @@ pub(crate) mod netns;
 pub mod network;
 pub mod pool;
 pub(crate) mod probe;
+pub mod process;
 pub(crate) mod tc;
 
 /// Whether a fault kind acts through the run's host agent (see `crate::agent`): a command in
@@ -27,7 +28,12 @@ pub(crate) mod tc;
 pub fn needs_agent(kind: &str) -> bool {
     matches!(
         kind,
-        "network_partition" | "packet_loss" | "bandwidth" | "dns_failure"
+        "network_partition"
+            | "packet_loss"
+            | "bandwidth"
+            | "dns_failure"
+            | "process_kill"
+            | "process_stop"
     ) || (kind == "latency" && latency::forced_netem())
 }
 
@@ -183,6 +189,7 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
         "network_partition" => network::inject(cx, spec).await,
         "packet_loss" => network::inject_loss(cx, spec).await,
         "dns_failure" => network::inject_dns(cx, spec).await,
+        "process_kill" | "process_stop" => process::inject(cx, spec).await,
         "bandwidth" => bandwidth::inject(cx, spec).await,
         "pool_exhaustion" => pool::inject(cx, spec).await,
         "latency" => latency::inject(cx, spec).await,
@@ -248,7 +255,9 @@ mod tests {
                     "network_partition",
                     "packet_loss",
                     "bandwidth",
-                    "dns_failure"
+                    "dns_failure",
+                    "process_kill",
+                    "process_stop"
                 ]
             );
         }
