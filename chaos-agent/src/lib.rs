@@ -37,7 +37,7 @@ pub use server::netns::run_in;
 pub use server::{host_pid, main, main_with, pid_ns};
 
 /// The protocol's version: the runtime refuses an agent that answers [`Op::Hello`] with another.
-pub const PROTOCOL: u32 = 4;
+pub const PROTOCOL: u32 = 5;
 
 /// A request: what to do, and the id its [`Response`] carries back.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -129,6 +129,21 @@ pub enum Op {
         signal: i32,
         /// The full id of the container it must belong to.
         container: String,
+    },
+    /// Creates `path` (it must not exist) and writes zeros into it until its filesystem is
+    /// full (ENOSPC), at most `max_bytes`; answered with [`Reply::Count`] (bytes written).
+    /// The path is resolved like [`Op::Write`]'s: a container's file is
+    /// `/proc/<pid>/root/...`.
+    Fill {
+        /// The file to create.
+        path: String,
+        /// A bound, so a filesystem without a limit is not filled for ever.
+        max_bytes: u64,
+    },
+    /// Removes a file made by [`Op::Fill`]; answered with [`Reply::Done`].
+    Remove {
+        /// The file.
+        path: String,
     },
     /// Reads a host file; answered with [`Reply::Text`].
     Read {
@@ -235,7 +250,7 @@ pub enum Reply {
         /// Entry names or records.
         names: Vec<String>,
     },
-    /// To [`Op::UdpStop`].
+    /// To [`Op::UdpStop`] and [`Op::Fill`].
     Count {
         /// How many.
         n: u64,

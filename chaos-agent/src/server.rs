@@ -138,6 +138,12 @@ fn handle(state: &Mutex<State>, op: Op, extension: crate::Extension) -> Result<R
             signal,
             container,
         } => signal_in(pid, signal, &container),
+        Op::Fill { path, max_bytes } => fill(&host(&path)?, max_bytes)
+            .map(|n| Reply::Count { n })
+            .map_err(|e| format!("filling {path}: {e}")),
+        Op::Remove { path } => std::fs::remove_file(host(&path)?)
+            .map(|()| Reply::Done)
+            .map_err(|e| format!("cannot remove {path}: {e}")),
         Op::KmsgOpen => kmsg::open(state),
         Op::KmsgRead { handle } => kmsg::read(state, handle),
         Op::NetnsOpen { pid } => netns::open(state, pid),
@@ -167,6 +173,31 @@ fn handle(state: &Mutex<State>, op: Op, extension: crate::Extension) -> Result<R
             Ok(Reply::Done)
         }
     }
+}
+
+/// Writes zeros into a new file until its filesystem refuses (ENOSPC) or `max` bytes: 1 MiB
+/// at a time, then 4 KiB at a time to the brim. Bytes written.
+fn fill(path: &str, max: u64) -> std::io::Result<u64> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut written = 0u64;
+    for block in [1usize << 20, 4096] {
+        while written < max {
+            let n = block.min((max - written) as usize);
+            match f.write(&zeros[..n]) {
+                Ok(0) => break,
+                Ok(k) => written += k as u64,
+                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    // What could not be written is the point; what was written must reach the filesystem.
+    let _ = f.sync_all();
+    Ok(written)
 }
 
 /// Signals `pid` if its cgroup names `container` (never pid 1 or the agent itself).
@@ -712,5 +743,24 @@ mod tests {
         assert_eq!(got[2].result, Ok(Reply::Done));
         let e = got[3].result.as_ref().unwrap_err();
         assert!(e.contains("without eBPF observers"), "{e}");
+    }
+
+    #[test]
+    fn fill_writes_until_its_bound_and_refuses_an_existing_file() {
+        let path = std::env::temp_dir().join(format!("chaos-fill-{}", std::process::id()));
+        let p = path.to_str().unwrap();
+        assert_eq!(
+            fill(p, 3 * 1024 * 1024 + 100).unwrap(),
+            3 * 1024 * 1024 + 100
+        );
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            3 * 1024 * 1024 + 100
+        );
+        assert!(
+            fill(p, 10).is_err(),
+            "an existing file is never overwritten"
+        );
+        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -9,8 +9,8 @@ use crate::parse::{Arg, Input, Value};
 use chaos_spec::suggest::{did_you_mean, listing, unknown};
 use chaos_spec::units::{self, DURATION_FORMS, Invalid, SIZE_FORMS};
 use chaos_spec::{
-    self as lists, DIRECTIONS, FAULT_KINDS, OBSERVERS, ParamType, all_params, faults_taking,
-    param_type, params_of, required_params, valid_role,
+    self as lists, DIRECTIONS, FAULT_KINDS, METHODS, OBSERVERS, ParamType, all_params,
+    faults_taking, param_type, params_of, required_params, valid_role,
 };
 
 /// A checked test, ready to render.
@@ -548,9 +548,14 @@ fn composite_item(item: &Arg, errors: &mut Errors) -> Option<Fault> {
 
 /// The error for a parameter `kind` cannot do without.
 fn missing_param(kind: &str, param: &str) -> String {
-    format!(
-        "missing `{param}` for `{kind}`: the process to signal, by part of its command line, e.g. `{param} = \"walwriter\"`"
-    )
+    let what = match param {
+        "path" => {
+            "the directory inside the target whose filesystem is filled, e.g. `path = \"/var/lib/postgresql/disk\"`"
+        }
+        "offset" => "how far the target's clock moves, e.g. `offset = \"+60m\"`",
+        _ => "the process to signal, by part of its command line, e.g. `process = \"walwriter\"`",
+    };
+    format!("missing `{param}` for `{kind}`: {what}")
 }
 
 /// One fault's options, checked as they come.
@@ -708,6 +713,51 @@ fn param(arg: &Arg, errors: &mut Errors) -> Option<(String, String)> {
                 Some((name, text))
             } else {
                 errors.at(lit.span(), unknown("direction", &text, DIRECTIONS));
+                None
+            }
+        }
+        ParamType::Offset => {
+            let ms = parsed(
+                &lit,
+                &name,
+                "offset",
+                r#"a sign, a whole number and a unit, like "+60m", "-30s" or "+500ms" (not zero)"#,
+                units::offset_ms(&text),
+                errors,
+            )?;
+            Some((format!("{name}_ms"), ms.to_string()))
+        }
+        ParamType::Status => {
+            if units::http_status(&text).is_some() {
+                Some((name, text))
+            } else {
+                errors.at(
+                    lit.span(),
+                    format_args!(
+                        r#"invalid status `{text}` for `{name}`: expected an HTTP status from 100 to 599, like "503""#
+                    ),
+                );
+                None
+            }
+        }
+        ParamType::Method => {
+            if METHODS.contains(&text.as_str()) {
+                Some((name, text))
+            } else {
+                errors.at(lit.span(), unknown("method", &text, METHODS));
+                None
+            }
+        }
+        ParamType::Path => {
+            if units::is_path_prefix(&text) {
+                Some((name, text))
+            } else {
+                errors.at(
+                    lit.span(),
+                    format_args!(
+                        r#"invalid path `{text}` for `{name}`: expected a path starting with `/`, without spaces or quotes, like "/orders" or "/var/lib/postgresql/disk""#
+                    ),
+                );
                 None
             }
         }
@@ -926,6 +976,10 @@ fn example(key: &str) -> &'static str {
             Some(ParamType::Direction) => "egress",
             Some(ParamType::Percent) => "10%",
             Some(ParamType::Process) => "walwriter",
+            Some(ParamType::Status) => "503",
+            Some(ParamType::Offset) => "+60m",
+            Some(ParamType::Method) => "POST",
+            Some(ParamType::Path) => "/orders",
             None => "..",
         },
     }

@@ -137,6 +137,7 @@
 
 mod cli;
 mod client;
+mod http;
 mod link;
 mod model;
 pub mod reaper;

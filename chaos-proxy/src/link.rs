@@ -117,6 +117,15 @@ pub(crate) async fn run_connection(
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
 
+    if crate::http::present(&toxics.borrow()) {
+        // Request by request: see `crate::http`.
+        tokio::select! {
+            _ = crate::http::serve(client, upstream, &upstream_addr, toxics.clone(), counters.clone()) => {}
+            _ = kill.changed() => {}
+        }
+        return;
+    }
+
     let outcome = {
         let (cr, cw) = client.split();
         let (ur, uw) = upstream.split();
@@ -161,8 +170,11 @@ fn io_end(e: &io::Error) -> End {
 /// Whether a toxic that can change this direction's bytes is present (`noop`
 /// cannot, so it keeps the fast path).
 fn has_toxic(list: &[Toxic], stream: Stream) -> bool {
-    list.iter()
-        .any(|t| t.stream == stream && t.kind != ToxicKind::Noop {})
+    list.iter().any(|t| {
+        t.stream == stream
+            && t.kind != ToxicKind::Noop {}
+            && !matches!(t.kind, ToxicKind::Http { .. })
+    })
 }
 
 /// How the toxic pipeline of a pump ended without error.
@@ -415,7 +427,8 @@ impl Runs {
                     plan.slicer =
                         Some((average_size, size_variation, Duration::from_micros(delay)));
                 }
-                ToxicKind::Slicer { .. } | ToxicKind::Noop {} => {}
+                // `http` acts per request, on connections opened while it is present.
+                ToxicKind::Slicer { .. } | ToxicKind::Noop {} | ToxicKind::Http { .. } => {}
             }
         }
         plan

@@ -101,6 +101,32 @@ pub enum ToxicKind {
     },
     /// Pass everything through unchanged (Toxiproxy's `noop`; attributes `{}`).
     Noop {},
+    /// HTTP/1.1 requests on the upstream stream (not a Toxiproxy type): `percent` of the
+    /// requests whose method is `method` (any when empty) and whose path starts with
+    /// `path_prefix` are answered by the proxy with `status` (`action` `abort`), held
+    /// `delay` ms before they go on (`delay`), or have both sockets reset (`reset`). The share
+    /// is exact, not drawn: of the first n matching requests, ⌊n · percent / 100⌋ are hit.
+    /// Acts on connections opened while it is present.
+    Http {
+        /// `abort`, `delay` or `reset`.
+        #[serde(default)]
+        action: String,
+        /// Share of the matching requests, above 0 and at most 100.
+        #[serde(default)]
+        percent: f64,
+        /// The answer's status for `abort` (100-599).
+        #[serde(default)]
+        status: u16,
+        /// Milliseconds for `delay`.
+        #[serde(default)]
+        delay: u64,
+        /// Only requests with this method (empty: any).
+        #[serde(default)]
+        method: String,
+        /// Only requests whose path starts with this (empty: any).
+        #[serde(default)]
+        path_prefix: String,
+    },
 }
 
 impl ToxicKind {
@@ -115,12 +141,13 @@ impl ToxicKind {
             ToxicKind::LimitData { .. } => "limit_data",
             ToxicKind::Slicer { .. } => "slicer",
             ToxicKind::Noop {} => "noop",
+            ToxicKind::Http { .. } => "http",
         }
     }
 
     /// Builds a kind from a type name and an attributes object (missing keys are 0).
     pub fn from_parts(type_name: &str, attributes: &Value) -> Result<ToxicKind, ToxicError> {
-        const TYPES: [&str; 8] = [
+        const TYPES: [&str; 9] = [
             "latency",
             "bandwidth",
             "slow_close",
@@ -129,6 +156,7 @@ impl ToxicKind {
             "limit_data",
             "slicer",
             "noop",
+            "http",
         ];
         if !TYPES.contains(&type_name) {
             return Err(ToxicError::InvalidType(type_name.to_owned()));
@@ -157,6 +185,29 @@ impl ToxicKind {
                  for no limit remove the toxic"
                     .into(),
             ));
+        }
+        if let ToxicKind::Http {
+            action,
+            percent,
+            status,
+            ..
+        } = self
+        {
+            if !matches!(action.as_str(), "abort" | "delay" | "reset") {
+                return Err(ToxicError::InvalidAttribute(format!(
+                    "http action {action:?} is none of abort, delay, reset"
+                )));
+            }
+            if !(*percent > 0.0 && *percent <= 100.0) {
+                return Err(ToxicError::InvalidAttribute(format!(
+                    "http percent {percent} is not above 0 and at most 100"
+                )));
+            }
+            if action == "abort" && !(100..=599).contains(status) {
+                return Err(ToxicError::InvalidAttribute(format!(
+                    "http abort status {status} is not an HTTP status (100-599)"
+                )));
+            }
         }
         Ok(())
     }

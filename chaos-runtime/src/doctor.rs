@@ -330,6 +330,14 @@ pub const EXPERIMENTS: &[(&str, &str, &[&str], &[&str])] = &[
         &["process_kill", "process_stop"],
         &["process"],
     ),
+    (
+        "15",
+        "HTTP faults",
+        &["http_abort", "http_delay", "http_reset"],
+        &["tcp"],
+    ),
+    ("16", "disk full", &["disk_full"], &["block_io"]),
+    ("17", "clock skew", &["clock_skew"], &["process"]),
 ];
 
 /// Fix for a missing netem.
@@ -632,6 +640,18 @@ pub fn fault_support(kind: &str, f: &Facts) -> Result<String, String> {
             ),
             (Err(e), Err(_)) => Err(format!("neither iptables nor nft is usable in a netns: {e}")),
         },
+        "disk_full" => Ok(
+            "a file of zeros in the target's directory, written by the run's host agent until ENOSPC (a size-limited volume: Wiring::sized_volume)"
+                .into(),
+        ),
+        "clock_skew" => Ok(
+            "libfaketime's clock file in the target, rewritten by the run's host agent (the target preloads libfaketime: Wiring::skewable_clock_env); measured with `date` inside"
+                .into(),
+        ),
+        "http_abort" | "http_delay" | "http_reset" => Ok(
+            "the fault proxy in front of the target, request by request (an exact share of the matching requests)"
+                .into(),
+        ),
         "latency" => match (&f.netns, &f.netem) {
             (Ok(()), Ok(())) => {
                 Ok("tc netem in the target's netns (fault proxy where netem cannot act)".into())
@@ -1211,7 +1231,7 @@ tracefs /sys/kernel/tracing tracefs rw,relatime 0 0
             (d.status, d.fix.as_deref()),
             (Status::Missing, Some("start it"))
         );
-        assert!(r.render_text().contains("14 experiment(s) cannot run"));
+        assert!(r.render_text().contains("17 experiment(s) cannot run"));
     }
 
     #[test]

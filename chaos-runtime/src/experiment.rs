@@ -156,7 +156,9 @@ impl Experiment {
                 .map(|(_, ps)| {
                     ps.iter()
                         .map(|(p, t)| match t {
-                            crate::spec::ParamType::Duration => format!("{p}_ms"),
+                            crate::spec::ParamType::Duration | crate::spec::ParamType::Offset => {
+                                format!("{p}_ms")
+                            }
                             crate::spec::ParamType::Size => format!("{p}_bytes"),
                             crate::spec::ParamType::Percent => format!("{p}_pct"),
                             _ => p.to_string(),

@@ -224,7 +224,10 @@ fn check(spec: &Spec, system: &System, mode: ObserverMode) -> Result<Checked, Sy
             _ => {}
         }
         plan.agent |= fault::needs_agent(f.kind);
-        if f.kind == "latency" && !plan.behind_proxy.iter().any(|r| r == f.target) {
+        // latency and the HTTP faults act in the fault proxy in front of the target.
+        if matches!(chaos_spec::needs(f.kind), Some(Needs::Ports))
+            && !plan.behind_proxy.iter().any(|r| r == f.target)
+        {
             plan.behind_proxy.push(f.target.to_string());
         }
     }

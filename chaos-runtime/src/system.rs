@@ -560,6 +560,10 @@ impl Pending {
     }
 }
 
+/// The clock file of a service started with [`Wiring::skewable_clock_env`]: libfaketime's
+/// offset (`+0` until the `clock_skew` fault writes another).
+pub const FAKETIME_FILE: &str = "/etc/chaos/faketime";
+
 /// This run's addresses, handed to [`Service::new`]'s closure.
 pub struct Wiring {
     pub(crate) names: BTreeMap<String, String>,
@@ -568,7 +572,8 @@ pub struct Wiring {
     pub(crate) base_image: String,
     pub(crate) base_used: AtomicBool,
     pub(crate) run_id: String,
-    pub(crate) volumes: std::sync::Mutex<Vec<String>>,
+    /// Volumes to create: name, and a size for a tmpfs-backed one.
+    pub(crate) volumes: std::sync::Mutex<Vec<(String, Option<u64>)>>,
 }
 
 impl Wiring {
@@ -611,12 +616,50 @@ impl Wiring {
     /// a kill is there after it (and, unlike the container's own filesystem, cgroup I/O
     /// throttles reach it).
     pub fn volume(&self, name: &str, path: &str) -> Mount {
+        self.volume_of(name, path, None)
+    }
+
+    /// A volume of this run holding at most `bytes` (the local driver's tmpfs with `size=`),
+    /// mounted at `path`: a disk that can be filled (the `disk_full` fault). Its mount point
+    /// is world-writable (tmpfs's 1777); a service that must own its data directory keeps it
+    /// in a subdirectory. Being memory, its content lasts while a container of the run uses
+    /// it: it does not survive a restart of its only user.
+    pub fn sized_volume(&self, name: &str, path: &str, bytes: u64) -> Mount {
+        self.volume_of(name, path, Some(bytes))
+    }
+
+    fn volume_of(&self, name: &str, path: &str, size: Option<u64>) -> Mount {
         let volume = format!("chaos-{}-{name}", self.run_id);
         let mut v = self.volumes.lock().unwrap();
-        if !v.contains(&volume) {
-            v.push(volume.clone());
+        if !v.iter().any(|(n, _)| *n == volume) {
+            v.push((volume.clone(), size));
         }
         Mount::volume_mount(volume, path)
+    }
+
+    /// The environment that puts a service's processes on a wall clock the `clock_skew` fault
+    /// can move: libfaketime preloaded (the base image has it at `/usr/local/lib`), reading
+    /// its offset from [`FAKETIME_FILE`] on every call, the monotonic clock left alone. Copy
+    /// the file in too, with `+0`:
+    ///
+    /// ```no_run
+    /// # use chaos_runtime::{Service, system::FAKETIME_FILE};
+    /// # use testcontainers::ImageExt;
+    /// Service::new("db", |w| {
+    ///     let mut image = w.base_image().with_copy_to(FAKETIME_FILE, b"+0\n".to_vec());
+    ///     for (k, v) in w.skewable_clock_env() {
+    ///         image = image.with_env_var(k, v);
+    ///     }
+    ///     image
+    /// });
+    /// ```
+    pub fn skewable_clock_env(&self) -> [(&'static str, &'static str); 4] {
+        [
+            ("LD_PRELOAD", "/usr/local/lib/libfaketime.so.1"),
+            ("FAKETIME_TIMESTAMP_FILE", FAKETIME_FILE),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ]
     }
 
     /// A read-only bind mount of a host file (prefer `with_copy_to`, which also works when the

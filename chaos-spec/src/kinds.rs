@@ -11,11 +11,16 @@ pub const FAULT_KINDS: &[&str] = &[
     "network_partition",
     "packet_loss",
     "bandwidth",
+    "clock_skew",
     "dns_failure",
+    "http_abort",
+    "http_delay",
+    "http_reset",
     "latency",
     "memory_oom",
     "cpu_throttle",
     "disk_io",
+    "disk_full",
     "pool_exhaustion",
     "process_kill",
     "process_stop",
@@ -41,7 +46,34 @@ pub const FAULT_PARAMS: &[(&str, &[(&str, ParamType)])] = &[
             ("direction", ParamType::Direction),
         ],
     ),
+    ("clock_skew", &[("offset", ParamType::Offset)]),
     ("dns_failure", &[]),
+    (
+        "http_abort",
+        &[
+            ("ratio", ParamType::Percent),
+            ("status", ParamType::Status),
+            ("method", ParamType::Method),
+            ("path", ParamType::Path),
+        ],
+    ),
+    (
+        "http_delay",
+        &[
+            ("ratio", ParamType::Percent),
+            ("latency", ParamType::Duration),
+            ("method", ParamType::Method),
+            ("path", ParamType::Path),
+        ],
+    ),
+    (
+        "http_reset",
+        &[
+            ("ratio", ParamType::Percent),
+            ("method", ParamType::Method),
+            ("path", ParamType::Path),
+        ],
+    ),
     (
         "latency",
         &[
@@ -53,6 +85,7 @@ pub const FAULT_PARAMS: &[(&str, &[(&str, ParamType)])] = &[
     ("memory_oom", &[("memory_limit", ParamType::Size)]),
     ("cpu_throttle", &[("cpus", ParamType::Float)]),
     ("disk_io", &[("write_bps", ParamType::Size)]),
+    ("disk_full", &[("path", ParamType::Path)]),
     ("pool_exhaustion", &[]),
     ("process_kill", &[("process", ParamType::Process)]),
     ("process_stop", &[("process", ParamType::Process)]),
@@ -62,6 +95,8 @@ pub const FAULT_PARAMS: &[(&str, &[(&str, ParamType)])] = &[
 pub fn required_params(kind: &str) -> &'static [&'static str] {
     match kind {
         "process_kill" | "process_stop" => &["process"],
+        "disk_full" => &["path"],
+        "clock_skew" => &["offset"],
         _ => &[],
     }
 }
@@ -79,6 +114,16 @@ pub enum ParamType {
     Direction,
     /// `"10%"`, `"2.5%"`: above 0, at most 100; rendered as `<key>_pct` (the number).
     Percent,
+    /// A signed duration, `"+60m"`, `"-30s"` (no sign: ahead): rendered as `<key>_ms`, signed.
+    Offset,
+    /// An HTTP status, `"503"`: 100-599; rendered verbatim.
+    Status,
+    /// An HTTP method, `"POST"`: `GET`, `HEAD`, `POST`, `PUT`, `PATCH`, `DELETE` or
+    /// `OPTIONS`; rendered verbatim.
+    Method,
+    /// A path prefix, `"/orders"`: starts with `/`, printable ASCII without spaces or quotes,
+    /// at most 200 characters; rendered verbatim.
+    Path,
     /// Part of a process's command line, `"walwriter"`: 1-64 printable ASCII characters
     /// without quotes; rendered verbatim.
     Process,
@@ -86,6 +131,9 @@ pub enum ParamType {
 
 /// `observer = ".."`.
 pub const OBSERVERS: &[&str] = &["auto", "bpf", "fallback"];
+
+/// Values of a `ParamType::Method` parameter.
+pub const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 /// Values of a `ParamType::Direction` parameter.
 pub const DIRECTIONS: &[&str] = &["both", "ingress", "egress"];
@@ -141,7 +189,7 @@ pub enum Needs {
 /// What the target of `kind` must offer; `None` for an unknown kind.
 pub fn needs(kind: &str) -> Option<Needs> {
     let needs = match kind {
-        "latency" => Needs::Ports,
+        "latency" | "http_abort" | "http_delay" | "http_reset" => Needs::Ports,
         "pool_exhaustion" => Needs::Postgres,
         _ => Needs::Any,
     };
@@ -163,13 +211,28 @@ pub fn describe(kind: &str) -> Option<&'static str> {
         "bandwidth" => {
             "limit the target's link to the stack to a rate (tc tbf; rate = \"1MiB\" per second, direction)"
         }
+        "clock_skew" => {
+            "move the target's wall clock (offset = \"+60m\") for processes that read libfaketime's clock file; back at heal"
+        }
         "dns_failure" => {
             "the target can no longer resolve names (its queries to Docker's embedded DNS are dropped); open connections keep working"
+        }
+        "http_abort" => {
+            "the fault proxy answers a share of the target's HTTP requests itself (ratio = \"20%\", status = \"503\", method, path)"
+        }
+        "http_delay" => {
+            "the fault proxy holds a share of the target's HTTP requests (latency = \"100ms\", ratio, method, path)"
+        }
+        "http_reset" => {
+            "the fault proxy resets the connection of a share of the target's HTTP requests (ratio, method, path)"
         }
         "latency" => "the fault proxy in front of the target's ports adds latency/jitter",
         "memory_oom" => "lower the memory limit and push the target past it",
         "cpu_throttle" => "CFS quota / cpu.max on the target",
         "disk_io" => "blkio / io.max throttle of the target's writes",
+        "disk_full" => {
+            "fill the filesystem of a directory inside the target to the brim (path = \"/data\"), free it at heal"
+        }
         "pool_exhaustion" => "a client holds every PostgreSQL connection",
         "process_kill" => {
             "SIGKILL one process inside the target, chosen by its command line (process = \"walwriter\"), not the container"

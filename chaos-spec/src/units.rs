@@ -86,6 +86,36 @@ pub fn is_process_pattern(text: &str) -> bool {
         && !text.trim().is_empty()
 }
 
+/// A signed duration in ms: `"+60m"`, `"-30s"`, `"90s"` (ahead); not zero.
+pub fn offset_ms(text: &str) -> Result<i64, Invalid> {
+    let (sign, rest) = match text.strip_prefix('-') {
+        Some(rest) => (-1, rest),
+        None => (1, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let ms = duration_ms(rest)?;
+    if ms == 0 {
+        return Err(Invalid::Syntax);
+    }
+    i64::try_from(ms)
+        .map(|ms| sign * ms)
+        .map_err(|_| Invalid::TooLarge)
+}
+
+/// An HTTP status: 100-599.
+pub fn http_status(text: &str) -> Option<u16> {
+    text.parse().ok().filter(|s| (100..=599).contains(s))
+}
+
+/// Whether `text` is a path prefix: starts with `/`, printable ASCII without spaces, quotes
+/// or backslashes, at most 200 characters.
+pub fn is_path_prefix(text: &str) -> bool {
+    text.starts_with('/')
+        && text.len() <= 200
+        && text
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\'' | '\\'))
+}
+
 fn split_number(text: &str) -> Option<(&str, &str)> {
     let end = text
         .find(|c: char| !c.is_ascii_digit())
@@ -112,6 +142,28 @@ mod tests {
         assert_eq!(percent("-5%"), Err(Invalid::Syntax));
         assert_eq!(percent("101%"), Err(Invalid::TooLarge));
         assert_eq!(percent("ten%"), Err(Invalid::Syntax));
+    }
+
+    #[test]
+    fn offsets_are_signed_durations() {
+        assert_eq!(offset_ms("+60m"), Ok(3_600_000));
+        assert_eq!(offset_ms("-30s"), Ok(-30_000));
+        assert_eq!(offset_ms("90s"), Ok(90_000));
+        assert!(offset_ms("+0s").is_err());
+        assert!(offset_ms("+1h").is_err());
+        assert!(offset_ms("soon").is_err());
+    }
+
+    #[test]
+    fn http_statuses_and_paths() {
+        assert_eq!(http_status("503"), Some(503));
+        assert_eq!(http_status("99"), None);
+        assert_eq!(http_status("600"), None);
+        assert_eq!(http_status("5xx"), None);
+        assert!(is_path_prefix("/orders"));
+        assert!(is_path_prefix("/"));
+        assert!(!is_path_prefix("orders"));
+        assert!(!is_path_prefix("/a b"));
     }
 
     #[test]

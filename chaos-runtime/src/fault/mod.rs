@@ -11,9 +11,12 @@ use std::time::Duration;
 
 pub mod bandwidth;
 pub(crate) mod cgroup;
+pub mod clock_skew;
 pub mod container;
 pub mod cpu;
 pub mod disk;
+pub mod disk_full;
+pub mod http;
 pub mod latency;
 pub mod memory;
 pub(crate) mod netns;
@@ -34,6 +37,8 @@ pub fn needs_agent(kind: &str) -> bool {
             | "dns_failure"
             | "process_kill"
             | "process_stop"
+            | "disk_full"
+            | "clock_skew"
     ) || (kind == "latency" && latency::forced_netem())
 }
 
@@ -190,6 +195,9 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
         "packet_loss" => network::inject_loss(cx, spec).await,
         "dns_failure" => network::inject_dns(cx, spec).await,
         "process_kill" | "process_stop" => process::inject(cx, spec).await,
+        "disk_full" => disk_full::inject(cx, spec).await,
+        "clock_skew" => clock_skew::inject(cx, spec).await,
+        "http_abort" | "http_delay" | "http_reset" => http::inject(cx, spec).await,
         "bandwidth" => bandwidth::inject(cx, spec).await,
         "pool_exhaustion" => pool::inject(cx, spec).await,
         "latency" => latency::inject(cx, spec).await,
@@ -255,7 +263,9 @@ mod tests {
                     "network_partition",
                     "packet_loss",
                     "bandwidth",
+                    "clock_skew",
                     "dns_failure",
+                    "disk_full",
                     "process_kill",
                     "process_stop"
                 ]

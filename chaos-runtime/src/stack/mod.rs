@@ -557,11 +557,19 @@ impl Stack {
                 )))?;
         }
         let wanted = std::mem::take(&mut *wiring.volumes.lock().unwrap());
-        for volume in wanted {
+        for (volume, size) in wanted {
+            let driver_opts = size.map(|bytes| {
+                HashMap::from([
+                    ("type".to_string(), "tmpfs".to_string()),
+                    ("device".to_string(), "tmpfs".to_string()),
+                    ("o".to_string(), format!("size={bytes}")),
+                ])
+            });
             self.docker
                 .create_volume(VolumeCreateRequest {
                     name: Some(volume.clone()),
                     labels: Some(labels.clone()),
+                    driver_opts,
                     ..Default::default()
                 })
                 .await

@@ -1,0 +1,17 @@
+// A bin: its `#[test]` fns are compiled out, and with them the use of `ChaosRun`.
+#![allow(unused_imports)]
+
+use chaos_runtime::{ChaosRun, chaos_test};
+
+#[chaos_test(
+    fault = "http_reset",
+    target = "orders",
+    ratio = "10%",
+    duration = "3s",
+    recover_within = "10s"
+)]
+async fn a_http_reset_case(run: ChaosRun) {
+    let _ = run;
+}
+
+fn main() {}
