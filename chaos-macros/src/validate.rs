@@ -1219,7 +1219,7 @@ mod tests {
         assert_eq!(
             errors,
             [
-                "fault `kill` does not take `latency`: `kill` takes no parameters besides `target` and `duration`\n`latency` belongs to the fault `latency`"
+                "fault `kill` does not take `latency`: `kill` takes no parameters besides `target` and `duration`\n`latency` belongs to the faults `http_delay`, `latency`"
             ]
         );
         let errors = errors_in_faults(quote!(cpu_throttle(target = "redis", direction = "both")));
