@@ -398,7 +398,7 @@ macro_rules! probe_spec {
 }
 
 #[test]
-#[ignore = "run without privileges by a_test_that_needs_ebpf_says_so_where_it_cannot_load"]
+#[ignore = "run without the kernel's BTF by a_test_that_needs_ebpf_says_so_where_it_cannot_load"]
 fn needs_ebpf() {
     run(
         probe_spec!("needs_ebpf", "kill", "redis", Some("bpf")),
@@ -406,16 +406,49 @@ fn needs_ebpf() {
     );
 }
 
-/// A host without eBPF, for real: the same test binary as an unprivileged user (the kernel
-/// refuses it BPF: `kernel.unprivileged_bpf_disabled`). A test that demands eBPF fails at once,
-/// before any resource exists, in one line that names the fix.
+/// A host without eBPF, for real: the same test binary, as root on the engine's host (so it
+/// would load eBPF itself), in a mount namespace where the kernel's BTF is an empty file, so
+/// no CO-RE program can be relocated. (A non-root user is no such host any more: its run's host
+/// agent loads eBPF.) A test that demands eBPF fails at once, before any resource exists, in
+/// one line that names the fix.
 #[test]
 fn a_test_that_needs_ebpf_says_so_where_it_cannot_load() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        panic!("this test drops root to get a process without eBPF; run the suite as root");
+        panic!("this test hides the kernel's BTF in a mount namespace; run the suite as root");
     }
-    let (status, text) = as_nobody("needs_ebpf", "CHAOS_OBSERVER", Duration::from_secs(60));
+    let dir = std::env::temp_dir().join(format!("chaos-needs-ebpf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new("unshare")
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            "mount --bind /dev/null /sys/kernel/btf/vmlinux && exec \"$0\" \"$@\"",
+        ])
+        .arg(std::env::current_exe().expect("this test binary"))
+        .args(["--ignored", "--exact", "needs_ebpf", "--nocapture"])
+        .env("CHAOS_REPORT_DIR", &dir)
+        .env_remove("CHAOS_OBSERVER")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("unshare (util-linux) runs the test binary");
+    let _ = std::fs::remove_dir_all(&dir);
+    let (status, text) = (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    );
+    eprintln!("{text}\n(ended after {:?})", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the refusal took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        text.contains("/sys/kernel/btf/vmlinux"),
+        "the reason does not name the missing BTF:\n{text}"
+    );
     assert!(
         !status.success(),
         "a test needing eBPF passed without it:\n{text}"

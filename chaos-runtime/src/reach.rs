@@ -40,6 +40,12 @@ impl Reach {
         }
     }
 
+    /// Whether the engine is on this machine, reached through ports published on loopback
+    /// (not from a container of the engine, not on another host).
+    pub fn engine_is_local(&self) -> bool {
+        matches!(self, Reach::Published { host } if is_loopback(host))
+    }
+
     /// One line for the run's progress output and journal.
     pub fn describe(&self) -> String {
         match self {
@@ -174,6 +180,15 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn only_published_ports_on_loopback_mean_a_local_engine() {
+        let published = |h: &str| Reach::Published { host: h.into() };
+        assert!(published("127.0.0.1").engine_is_local());
+        assert!(published("localhost").engine_is_local());
+        assert!(!published("build-box").engine_is_local());
+        assert!(!Reach::Direct { own: "abc".into() }.engine_is_local());
     }
 
     #[test]

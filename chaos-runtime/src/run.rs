@@ -82,10 +82,13 @@ async fn run_async(
     active_id: Arc<std::sync::Mutex<Option<String>>>,
 ) -> Result<(), Failure> {
     let mode = observer_mode(spec)?;
-    needs(spec, mode)?;
     let system = (spec.system)();
     let checked = check(spec, &system, mode)?;
     let docker = docker::connect().await?;
+    let local_engine = crate::reach::detect(&docker)
+        .await
+        .is_ok_and(|r| r.engine_is_local());
+    needs(spec, mode, local_engine)?;
     crate::reaper::ensure(&docker).await;
     sweep_left_behind(&docker).await;
     let _slot = slots::acquire().await?;
@@ -257,18 +260,14 @@ fn check(spec: &Spec, system: &System, mode: ObserverMode) -> Result<Checked, Sy
 /// fails here in one line with the fix (never a silent pass, never a different verdict, never
 /// a stack started for nothing). No fault needs root here: the host agent acts on the host.
 ///
-/// eBPF is probed here only when this process will load it itself (root, on the engine's
-/// host); otherwise the run's host agent loads it, and a refusal fails the run as the
-/// observers start, with the agent's reason.
-fn needs(spec: &Spec, mode: ObserverMode) -> Result<(), Failure> {
+/// eBPF is probed here only when this process will load it itself (root, with the engine on
+/// this machine and reached through published ports, not from a job container); otherwise the
+/// run's host agent loads it, and a refusal fails the run as the observers start, with the
+/// agent's reason.
+fn needs(spec: &Spec, mode: ObserverMode, local_engine: bool) -> Result<(), Failure> {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let engine_elsewhere = std::path::Path::new("/.dockerenv").exists()
-        || std::env::var("DOCKER_HOST")
-            .ok()
-            .and_then(|h| crate::reach::host_of_docker_host(&h))
-            .is_some();
-    if mode != ObserverMode::Bpf || !root || engine_elsewhere {
+    if mode != ObserverMode::Bpf || !root || !local_engine {
         return Ok(());
     }
     crate::observe::bpf::probe().map_err(|why| {

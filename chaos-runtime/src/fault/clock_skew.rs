@@ -99,15 +99,7 @@ pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultErr
         });
     }
     let pid = inspect.state.and_then(|s| s.pid).unwrap_or(0) as u32;
-    let agent = cx
-        .stack
-        .agent()
-        .await
-        .map_err(|why| FaultError::Unsupported {
-            fault: fault.clone(),
-            why: format!("no host agent to write the clock file: {why}"),
-            fix: crate::agent::FIX.into(),
-        })?;
+    let agent = cx.agent(&fault, "write the clock file").await?;
     let before = offset_of(cx, &id).await.map_err(&other)?;
     set(&agent, pid, offset_ms).await.map_err(&other)?;
     let during = offset_of(cx, &id).await.map_err(&other)?;

@@ -38,15 +38,7 @@ pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultErr
     if watched.pid == 0 {
         return Err(other("the target is not running".into()));
     }
-    let agent = cx
-        .stack
-        .agent()
-        .await
-        .map_err(|why| FaultError::Unsupported {
-            fault: fault.clone(),
-            why: format!("no host agent to fill the disk: {why}"),
-            fix: crate::agent::FIX.into(),
-        })?;
+    let agent = cx.agent(&fault, "fill the disk").await?;
     let inside = filler(dir, &cx.stack.run_id);
     let path = format!("/proc/{}/root{inside}", watched.pid);
     let written = match agent

@@ -146,6 +146,23 @@ impl FaultCx {
         });
     }
 
+    /// The run's host agent, or the error that says how to get one; `to` says what `fault`
+    /// needs it for ("send the signal").
+    pub(crate) async fn agent(
+        &self,
+        fault: &str,
+        to: &str,
+    ) -> Result<Arc<crate::agent::Agent>, FaultError> {
+        self.stack
+            .agent()
+            .await
+            .map_err(|why| FaultError::Unsupported {
+                fault: fault.to_string(),
+                why: format!("no host agent to {to}: {why}"),
+                fix: crate::agent::FIX.into(),
+            })
+    }
+
     /// Re-points the observers at a service after it (re)started.
     pub async fn rewatch(&self, role: &str) {
         if let Ok(w) = self.stack.watched(role).await {

@@ -51,15 +51,7 @@ const SIGCONT: i32 = 18;
 const SIGSTOP: i32 = 19;
 
 async fn signal(cx: &FaultCx, fault: &str, pid: u32, sig: i32, id: &str) -> Result<(), FaultError> {
-    let agent = cx
-        .stack
-        .agent()
-        .await
-        .map_err(|why| FaultError::Unsupported {
-            fault: fault.to_string(),
-            why: format!("no host agent to send the signal: {why}"),
-            fix: crate::agent::FIX.into(),
-        })?;
+    let agent = cx.agent(fault, "send the signal").await?;
     match agent
         .call(Op::Signal {
             pid,
