@@ -27,14 +27,7 @@ pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultErr
     let dir = spec
         .param("path")
         .ok_or_else(|| other("no `path` to fill (path = \"/data\")".into()))?;
-    let watched = cx
-        .stack
-        .watched(spec.target)
-        .await
-        .map_err(|source| FaultError::Stack {
-            fault: fault.clone(),
-            source,
-        })?;
+    let watched = cx.watched(&fault, spec.target).await?;
     if watched.pid == 0 {
         return Err(other("the target is not running".into()));
     }

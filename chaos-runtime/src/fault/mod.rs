@@ -146,6 +146,22 @@ impl FaultCx {
         });
     }
 
+    /// `role`'s container as the observers watch it (its host pid, 0 when not running), with
+    /// `fault` named in the error.
+    pub(crate) async fn watched(
+        &self,
+        fault: &str,
+        role: &str,
+    ) -> Result<crate::observe::WatchedContainer, FaultError> {
+        self.stack
+            .watched(role)
+            .await
+            .map_err(|source| FaultError::Stack {
+                fault: fault.to_string(),
+                source,
+            })
+    }
+
     /// The run's host agent, or the error that says how to get one; `to` says what `fault`
     /// needs it for ("send the signal").
     pub(crate) async fn agent(

@@ -641,14 +641,7 @@ async fn install(
     fault: &str,
     rules: &[Rule],
 ) -> Result<Installed, FaultError> {
-    let watched = cx
-        .stack
-        .watched(spec.target)
-        .await
-        .map_err(|source| FaultError::Stack {
-            fault: fault.to_string(),
-            source,
-        })?;
+    let watched = cx.watched(fault, spec.target).await?;
     if watched.pid == 0 {
         return Err(FaultError::Other {
             fault: fault.to_string(),

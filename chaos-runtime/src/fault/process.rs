@@ -87,14 +87,7 @@ pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultErr
         .service(spec.target)
         .expect("macro validated the target");
     let id = svc.id.clone();
-    let watched = cx
-        .stack
-        .watched(spec.target)
-        .await
-        .map_err(|source| FaultError::Stack {
-            fault: fault.clone(),
-            source,
-        })?;
+    let watched = cx.watched(&fault, spec.target).await?;
     let top = cx
         .stack
         .docker()
