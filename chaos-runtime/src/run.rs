@@ -383,8 +383,20 @@ async fn experiment(
         observers: observers.clone(),
         sink: tx.clone(),
     });
+    // Before the fault phase: what each fault needs that is no part of it (see `fault::prepare`).
+    let prepared = futures::future::join_all(spec.faults.iter().map(|f| fault::prepare(&cx, f)))
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>();
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = workload.stop().await;
+            return Err(e.into());
+        }
+    };
     let inject_ms = clock.now_ms();
-    let faults = match run_faults(spec, &cx, clock).await {
+    let faults = match run_faults(spec, &cx, clock, prepared).await {
         Ok(f) => f,
         Err(e) => {
             let _ = workload.stop().await;
@@ -574,6 +586,7 @@ async fn run_faults(
     spec: &'static Spec,
     cx: &Arc<FaultCx>,
     clock: Clock,
+    prepared: Vec<fault::Prepared>,
 ) -> Result<Vec<FaultRecord>, fault::FaultError> {
     progress::line(
         "run",
@@ -590,7 +603,8 @@ async fn run_faults(
     let runs = spec
         .faults
         .iter()
-        .map(|f| one_fault(spec, f, cx.clone(), f.after_ms - first_after, clock));
+        .zip(prepared)
+        .map(|(f, p)| one_fault(spec, f, p, cx.clone(), f.after_ms - first_after, clock));
     let records = futures::future::join_all(runs).await;
     let records = records.into_iter().collect::<Result<Vec<_>, _>>()?;
     progress::line(
@@ -608,14 +622,17 @@ async fn run_faults(
 async fn one_fault(
     spec: &Spec,
     f: &'static FaultSpec,
+    prepared: fault::Prepared,
     cx: Arc<FaultCx>,
     delay_ms: u64,
     clock: Clock,
 ) -> Result<FaultRecord, fault::FaultError> {
     tokio::time::sleep(Duration::from_millis(delay_ms)).await;
     let at = clock.now_ms();
+    // The decision: from here to the fault in effect is its injection latency.
     let at_ns = mono_ns();
-    let injected = fault::inject(&cx, f).await?;
+    let (injected, in_effect_ns) = fault::timed(fault::inject_prepared(&cx, f, prepared)).await;
+    let injected = injected?;
     cx.event_at(
         at_ns,
         "fault_injected",
@@ -636,23 +653,30 @@ async fn one_fault(
         f.target,
         &[("fault", f.kind.to_string())],
     );
-    guard
-        .heal(Duration::from_millis(
-            spec.recover_within_ms.max(5_000) + 10_000,
-        ))
-        .await?;
+    let (healed, undone_ns) = fault::timed(guard.heal(Duration::from_millis(
+        spec.recover_within_ms.max(5_000) + 10_000,
+    )))
+    .await;
+    healed?;
     Ok(FaultRecord {
         kind: f.kind.to_string(),
         target: f.target.to_string(),
         mechanism: injected.mechanism,
         injected_ms: at,
         healed_ms: Some(clock.stamp(healed_ns)),
+        inject_ms: Some(latency_ms(at_ns, in_effect_ns)),
+        heal_ms: Some(latency_ms(healed_ns, undone_ns)),
         params: f
             .params
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
     })
+}
+
+/// From a decision to the fault (or its heal) in effect, ms, to 10 us as events are stamped.
+fn latency_ms(decided_ns: u64, effect_ns: u64) -> f64 {
+    (effect_ns.saturating_sub(decided_ns) as f64 / 1e4).round() / 100.0
 }
 
 /// Recovery: the first instant after heal from which the hypothesis holds for a full window.
@@ -944,4 +968,15 @@ fn workload_events(tl: &Timeline, inject_ms: f64, recovered: Option<f64>) -> Vec
         out.push(event(r, "recovered", BTreeMap::new()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn latencies_are_ms_to_10_us_and_never_negative() {
+        assert_eq!(super::latency_ms(1_000_000, 4_256_789), 3.26);
+        assert_eq!(super::latency_ms(1_000_000, 1_000_000), 0.0);
+        assert_eq!(super::latency_ms(5_000_000, 1_000_000), 0.0);
+        assert_eq!(super::latency_ms(0, 2_999_994_000), 2999.99);
+    }
 }

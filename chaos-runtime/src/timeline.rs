@@ -92,6 +92,16 @@ pub struct FaultRecord {
     pub injected_ms: f64,
     /// Healed at, ms since t0 (None when healing failed).
     pub healed_ms: Option<f64>,
+    /// Injection latency, ms: from `injected_ms` (the run decided to inject) to the fault in
+    /// effect (container killed, rule installed, toxic active, limit written, connections
+    /// held; see `fault::in_effect`). None in journals written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inject_ms: Option<f64>,
+    /// Heal latency, ms: from `healed_ms` (the run decided to heal) to the fault undone
+    /// (container started again, rule removed, toxic gone, limit restored, connections
+    /// released), before any wait for the service to serve again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heal_ms: Option<f64>,
     /// Parameters as declared.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, String>,
@@ -287,14 +297,16 @@ impl Timeline {
         for f in &self.faults {
             let _ = writeln!(
                 out,
-                "  fault: {} {} via {} (injected +{:.3}s, healed {})",
+                "  fault: {} {} via {} (injected +{:.3}s{}, healed {}{})",
                 f.kind,
                 f.target,
                 f.mechanism,
                 f.injected_ms / 1000.0,
+                after(", in effect", f.inject_ms),
                 f.healed_ms
                     .map(|h| format!("+{:.3}s", h / 1000.0))
-                    .unwrap_or_else(|| "never".into())
+                    .unwrap_or_else(|| "never".into()),
+                after(", undone", f.heal_ms),
             );
         }
         let mut lines: Vec<(f64, String)> = Vec::new();
@@ -490,6 +502,12 @@ pub struct Normalised {
     pub events: Vec<NormalisedEvent>,
 }
 
+/// `, in effect after 3.2 ms` when a latency was recorded, nothing otherwise.
+fn after(what: &str, ms: Option<f64>) -> String {
+    ms.map(|ms| format!("{what} after {ms:.1} ms"))
+        .unwrap_or_default()
+}
+
 /// A fault in a snapshot: what was done, not how this host did it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NormalisedFault {
@@ -590,6 +608,81 @@ mod tests {
             x.latency_ms = 50.0;
         }
         assert_eq!(h.first_holding(&samples, 0.0, 4000.0), Some(2000.0));
+    }
+
+    fn kill(inject_ms: Option<f64>, heal_ms: Option<f64>) -> FaultRecord {
+        FaultRecord {
+            kind: "kill".into(),
+            target: "postgres".into(),
+            mechanism: "docker kill -s KILL".into(),
+            injected_ms: 1000.0,
+            healed_ms: Some(3000.0),
+            inject_ms,
+            heal_ms,
+            params: BTreeMap::new(),
+        }
+    }
+
+    fn with_faults(faults: Vec<FaultRecord>) -> Timeline {
+        Timeline {
+            name: "t".into(),
+            started_unix_ms: 0,
+            phases: vec![],
+            faults,
+            events: vec![],
+            samples: vec![],
+            hypothesis: hyp(),
+            metrics: Metrics::default(),
+            observers: vec![],
+            lost_writes: vec![],
+            attachments: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn fault_latencies_are_journal_fields_and_optional() {
+        let v = serde_json::to_value(kill(Some(3.26), Some(180.5))).unwrap();
+        assert_eq!(v["inject_ms"], serde_json::json!(3.26));
+        assert_eq!(v["heal_ms"], serde_json::json!(180.5));
+        let back: FaultRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, kill(Some(3.26), Some(180.5)));
+        // Not recorded: not written; a journal from before they existed still reads.
+        let v = serde_json::to_value(kill(None, None)).unwrap();
+        assert!(
+            v.get("inject_ms").is_none() && v.get("heal_ms").is_none(),
+            "{v}"
+        );
+        let old = serde_json::json!({"kind": "kill", "target": "postgres",
+            "mechanism": "docker kill -s KILL", "injected_ms": 1000.0, "healed_ms": 3000.0});
+        let old: FaultRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(old, kill(None, None));
+    }
+
+    #[test]
+    fn the_text_timeline_shows_fault_latencies_when_recorded() {
+        let text = with_faults(vec![kill(Some(3.26), Some(180.5))]).render_text();
+        assert!(
+            text.contains(
+                "fault: kill postgres via docker kill -s KILL (injected +1.000s, in effect after \
+                 3.3 ms, healed +3.000s, undone after 180.5 ms)"
+            ),
+            "{text}"
+        );
+        let text = with_faults(vec![kill(None, None)]).render_text();
+        assert!(
+            text.contains("(injected +1.000s, healed +3.000s)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn snapshots_never_see_fault_latencies() {
+        // The normalised view (what insta snapshots) is the same whatever the latencies were.
+        let view = |f| serde_json::to_string(&with_faults(vec![f]).normalised(|_| vec![])).unwrap();
+        let measured = view(kill(Some(3.26), Some(180.5)));
+        assert_eq!(measured, view(kill(Some(41.0), None)));
+        assert_eq!(measured, view(kill(None, None)));
+        assert!(!measured.contains("inject") && !measured.contains("heal_ms"));
     }
 
     #[test]

@@ -164,6 +164,8 @@ fn synthetic_journal() -> Journal {
             mechanism: "docker kill -s KILL".into(),
             injected_ms: inject,
             healed_ms: Some(heal),
+            inject_ms: Some(12.3),
+            heal_ms: Some(240.0),
             params: BTreeMap::new(),
         }],
         events,

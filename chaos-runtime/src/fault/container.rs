@@ -75,6 +75,8 @@ pub async fn restart(cx: &FaultCx, role: &str, deadline: Duration) -> Result<(),
             fault: fault.clone(),
             source,
         })?;
+    // Undone: the container runs again (serving again is recovery, measured by the run).
+    super::in_effect();
     cx.rewatch(role).await;
     cx.event("container_restarted", role, &[]);
     cx.serving(role, deadline, fault).await

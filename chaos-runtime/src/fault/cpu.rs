@@ -106,6 +106,8 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
         .update_container(&id, update)
         .await
         .map_err(err("update (CPU quota)"))?;
+    // In effect: Docker wrote the quota (read back from the cgroup below).
+    super::in_effect();
 
     // Which file acted, read back from the container's cgroup on the engine's host.
     let sys = cx.observers.sys();

@@ -155,6 +155,7 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
                     let sys = cx.observers.sys();
                     let after = cg::written(&files, dev, |p: &Path| sys.read(p).ok());
                     let removed = cg::write_lines(&*sys, &cg::unthrottle_lines(&files, dev));
+                    super::in_effect();
                     let mut detail = vec![("held_ms", set_at.elapsed().as_millis().to_string())];
                     if let (Some(b), Some(a)) = (before, after) {
                         detail.push(("written_bytes", a.0.saturating_sub(b.0).to_string()));
@@ -205,6 +206,8 @@ fn apply(sys: &dyn Sys, files: &Files, dev: Dev, wbps: u64, wiops: u64) -> Resul
             format!("the kernel refused the throttle: {e}")
         });
     }
+    // In effect: the throttle is written (read back next).
+    super::in_effect();
     match cg::write_limits(files, dev, |p| sys.read(p).ok()) {
         (Some(b), Some(i)) if b == wbps && i == wiops => Ok(()),
         other => {
@@ -238,6 +241,8 @@ async fn hog(
             fault: fault.to_string(),
             what: format!("starting the I/O hog: {what}"),
         })?;
+    // In effect: the hog runs.
+    super::in_effect();
     cx.event(
         "io_hog_started",
         role,

@@ -128,22 +128,51 @@ fn other(target: &str, what: impl Into<String>) -> FaultError {
     }
 }
 
-/// Injects latency on the target's traffic.
-pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, FaultError> {
+/// The mechanism a latency fault uses, chosen before the run decides to inject it: `auto`'s
+/// netem probe starts processes in a throwaway namespace, which is no part of injecting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Chosen {
+    /// The fault proxy; with why `auto` did not pick netem.
+    Proxy(Option<String>),
+    /// tc netem in the target's namespace.
+    Netem,
+}
+
+/// Chooses the mechanism (`CHAOS_LATENCY`, and for `auto` whether this kernel has netem).
+pub async fn choose(spec: &FaultSpec) -> Result<Chosen, FaultError> {
     let shape = Shape::of(spec);
-    match Mechanism::from_env()? {
-        Mechanism::Proxy => proxy(cx, spec.target, shape, None).await,
-        Mechanism::Netem => netem(cx, spec.target, shape).await,
+    Ok(match Mechanism::from_env()? {
+        Mechanism::Proxy => Chosen::Proxy(None),
+        Mechanism::Netem => Chosen::Netem,
         Mechanism::Auto => match netem_support(shape.ingress).await {
-            Ok(()) => netem(cx, spec.target, shape).await,
+            Ok(()) => Chosen::Netem,
             Err(why) => {
                 progress::line(
                     "fault",
                     &format!("latency {}: {why}; using the fault proxy", spec.target),
                 );
-                proxy(cx, spec.target, shape, Some(why)).await
+                Chosen::Proxy(Some(why))
             }
         },
+    })
+}
+
+/// Injects latency on the target's traffic: chooses the mechanism, then injects.
+pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, FaultError> {
+    let chosen = choose(spec).await?;
+    inject_chosen(cx, spec, chosen).await
+}
+
+/// Injects latency with the mechanism chosen already.
+pub async fn inject_chosen(
+    cx: &Arc<FaultCx>,
+    spec: &FaultSpec,
+    chosen: Chosen,
+) -> Result<Injected, FaultError> {
+    let shape = Shape::of(spec);
+    match chosen {
+        Chosen::Proxy(note) => proxy(cx, spec.target, shape, note).await,
+        Chosen::Netem => netem(cx, spec.target, shape).await,
     }
 }
 
@@ -238,6 +267,8 @@ async fn proxy(
             ],
         );
     }
+    // In effect: every toxic is on the proxy (which applies them to open connections too).
+    super::in_effect();
     let names: Vec<&str> = streams.iter().map(|s| s.as_str()).collect();
     let mut mechanism = format!("fault proxy latency toxic ({})", names.join("+"));
     if let Some(note) = auto_note {
@@ -258,6 +289,8 @@ async fn proxy(
             if let Some(f) = failed {
                 return Err(other(&target, f));
             }
+            // Undone: the toxics are gone (the counters read next prove they acted).
+            super::in_effect();
             cx.event(
                 "toxic_removed",
                 &target,
@@ -358,6 +391,8 @@ async fn netem(cx: &Arc<FaultCx>, target: &str, shape: Shape) -> Result<Injected
             fix: format!("load sch_netem (and ifb for ingress), or use {ENV}=proxy"),
         });
     }
+    // In effect: the qdiscs are installed.
+    super::in_effect();
     cx.event(
         "netem_added",
         target,
@@ -384,6 +419,7 @@ async fn netem(cx: &Arc<FaultCx>, target: &str, shape: Shape) -> Result<Injected
                 delayed += tc::sent(&ns, tc::IFB, "netem").await.1;
             }
             let errors = tc::remove(&ns, ways(shape)).await;
+            super::in_effect();
             cx.event(
                 "netem_removed",
                 &target,

@@ -89,6 +89,8 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
                 human_bytes(limit)
             ),
         })?;
+    // In effect: the lowered limit is written (the push past it, and the kill, follow).
+    super::in_effect();
     let restore = before.clone();
     let undo_limit = {
         let (docker, id, fault) = (docker.clone(), id.clone(), fault.clone());
@@ -136,6 +138,9 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
     hog.wait_for_kill(&docker, &id).await;
     let healing = Healing::new(move |cx, deadline| async move {
         let restored = undo_limit().await;
+        // Undone: the limit is back (a container the OOM killer took is started next, and that
+        // counts instead).
+        super::in_effect();
         hog.stop(&cx).await;
         if !cg::state(cx.stack.docker(), &id)
             .await

@@ -217,6 +217,75 @@ pub struct Injected {
     pub healing: Healing,
 }
 
+tokio::task_local! {
+    /// The instant ([`mono_ns`]) the fault being injected or healed by this task took effect,
+    /// as marked by [`in_effect`]; read by [`timed`].
+    static IN_EFFECT: std::cell::Cell<Option<u64>>;
+}
+
+/// Marks now as the instant the fault being injected (or healed) is in effect: the rule is
+/// installed, the toxic active, the limit written, the connections held. A fault module calls it
+/// at that point when it still has work to do afterwards (reading a limit back, starting a hog,
+/// waiting for a service); the last mark wins. Without a mark, the instant `inject` (or the
+/// heal) returned counts. Outside [`timed`] it does nothing.
+pub fn in_effect() {
+    let now = mono_ns();
+    let _ = IN_EFFECT.try_with(|c| c.set(Some(now)));
+}
+
+/// Runs an injection or a heal, and returns with its result the instant it took effect: the
+/// last [`in_effect`] mark made while it ran, else the instant it returned.
+pub async fn timed<F: std::future::Future>(f: F) -> (F::Output, u64) {
+    IN_EFFECT
+        .scope(std::cell::Cell::new(None), async move {
+            let out = f.await;
+            let returned = mono_ns();
+            let at = IN_EFFECT.with(|c| c.get()).unwrap_or(returned);
+            (out, at)
+        })
+        .await
+}
+
+/// What a fault found out or set up before the run decided to inject it (see [`prepare`]).
+pub enum Prepared {
+    /// Nothing: the kind injects from nothing.
+    Nothing,
+    /// A latency fault's mechanism.
+    Latency(latency::Chosen),
+    /// A partition's subnets.
+    Partition(Vec<String>),
+    /// A pool exhaustion's control connection and spare sockets.
+    Pool(Box<pool::Armed>),
+}
+
+/// Does what a fault needs done before it can act but that is no part of the fault itself, so
+/// that the run's decision to inject is followed by the fault alone: `auto` latency probes
+/// for netem, a partition looks up the stack's subnets, a pool exhaustion opens its control
+/// connection and the spare sockets it fills the server with. Nothing here changes what the system under test sees (a spare socket holds
+/// no connection slot). The run prepares every fault before the fault phase begins.
+pub async fn prepare(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Prepared, FaultError> {
+    Ok(match spec.kind {
+        "latency" => Prepared::Latency(latency::choose(spec).await?),
+        "network_partition" => Prepared::Partition(network::prepare(cx, spec).await?),
+        "pool_exhaustion" => Prepared::Pool(Box::new(pool::arm(cx, spec).await?)),
+        _ => Prepared::Nothing,
+    })
+}
+
+/// Injects a prepared fault (see [`prepare`]).
+pub async fn inject_prepared(
+    cx: &Arc<FaultCx>,
+    spec: &FaultSpec,
+    prepared: Prepared,
+) -> Result<Injected, FaultError> {
+    match prepared {
+        Prepared::Latency(chosen) => latency::inject_chosen(cx, spec, chosen).await,
+        Prepared::Partition(subnets) => network::inject_prepared(cx, spec, subnets).await,
+        Prepared::Pool(armed) => pool::inject_armed(cx, *armed).await,
+        Prepared::Nothing => inject(cx, spec).await,
+    }
+}
+
 /// Injects one fault. Each kind lives in its own module with an `inject(cx, spec)`.
 pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, FaultError> {
     match spec.kind {
@@ -284,6 +353,52 @@ impl Drop for FaultGuard {
 
 #[cfg(test)]
 mod tests {
+    use crate::clock::mono_ns;
+
+    #[tokio::test]
+    async fn timed_takes_the_last_mark_else_the_return() {
+        // Marked: the last mark counts, not the work done after it.
+        let ((between, marked), at) = super::timed(async {
+            super::in_effect();
+            let between = mono_ns();
+            tokio::task::yield_now().await;
+            super::in_effect();
+            let marked = mono_ns();
+            tokio::task::yield_now().await;
+            (between, marked)
+        })
+        .await;
+        assert!(between <= at && at <= marked, "the second mark");
+        // Unmarked: the instant it returned, which is after everything it did.
+        let (done, at) = super::timed(async { mono_ns() }).await;
+        assert!(at >= done);
+        // Outside `timed` a mark is nothing (no panic, no effect on the next one).
+        super::in_effect();
+        let (x, _) = super::timed(async { 7 }).await;
+        assert_eq!(x, 7);
+    }
+
+    #[tokio::test]
+    async fn concurrent_faults_keep_their_own_marks() {
+        // As a composite's faults run: joined in one task, each scope sees only its own marks.
+        let a = super::timed(async {
+            tokio::task::yield_now().await;
+            super::in_effect();
+            let at = mono_ns();
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+            at
+        });
+        let b = super::timed(async {
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+            mono_ns()
+        });
+        let ((a_marked, a_at), (b_returned, b_at)) = tokio::join!(a, b);
+        assert!(a_at <= a_marked, "a's mark, taken before its later work");
+        assert!(b_at >= b_returned, "b was never marked: its return counts");
+    }
     #[test]
     fn the_faults_that_act_on_the_engines_host_go_through_the_agent() {
         let kinds = || crate::spec::FAULT_KINDS.iter().copied();

@@ -493,6 +493,8 @@ impl Netns {
                 let _ = self.run("nft", &args, None).await;
             }
         }
+        // A heal is in effect once the rules are out (listed below to prove it).
+        super::in_effect();
         let left = self.leftovers(backend, tag).await?;
         if left.is_empty() {
             Ok(rules.len())
@@ -672,6 +674,8 @@ async fn install(
     {
         match netns.add(&backend, rules, &tag).await {
             Ok(()) => {
+                // In effect: the DROP rules are installed (listed back below).
+                super::in_effect();
                 acted = Some(backend);
                 break;
             }
@@ -705,11 +709,26 @@ async fn install(
     })
 }
 
+/// The subnets a partition cuts: the stack network's, which stay what they are for the whole
+/// run, so the run looks them up before it decides to inject.
+pub async fn prepare(cx: &FaultCx, spec: &FaultSpec) -> Result<Vec<String>, FaultError> {
+    stack_subnets(cx, &format!("network_partition {}", spec.target)).await
+}
+
 /// Injects `network_partition`: DROP rules in the target's netns for the stack subnet.
 pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultError> {
+    let subnets = prepare(cx, spec).await?;
+    inject_prepared(cx, spec, subnets).await
+}
+
+/// Injects `network_partition` over the stack subnets looked up already.
+pub async fn inject_prepared(
+    cx: &FaultCx,
+    spec: &FaultSpec,
+    subnets: Vec<String>,
+) -> Result<Injected, FaultError> {
     let fault = format!("network_partition {}", spec.target);
     let direction = direction_of(spec, &fault)?;
-    let subnets = stack_subnets(cx, &fault).await?;
     let rules = rules(direction, &subnets);
     let installed = install(cx, spec, &fault, &rules).await?;
     let mechanism = describe(&installed.backend, &rules, spec.target);

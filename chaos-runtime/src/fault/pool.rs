@@ -18,6 +18,13 @@
 //! backend waiting for the startup packet (PostgreSQL takes the slot only after it), so a freed
 //! slot is taken by sending a packet, not by connecting and forking.
 //!
+//! The same spares make the injection quick: the fault is armed before the run decides to
+//! inject it ([`arm`], from `fault::prepare`), with the control connection and a spare for
+//! every free slot and then some (a backend waiting for its startup packet holds no slot, so
+//! the service sees nothing of it). Filling the server is then a startup packet per slot: the
+//! fork of ~30 backends, which took 170-310 ms after the decision on a 2-core host, happens
+//! before it.
+//!
 //! The test process is a superuser (`postgres`), so it also takes the
 //! `superuser_reserved_connections` slots: nothing else gets in.
 //!
@@ -205,9 +212,14 @@ impl Hog {
 
     /// Keeps `SPARES` fresh spare sockets.
     async fn top_up_spares(&mut self) {
+        self.top_up_spares_to(SPARES).await
+    }
+
+    /// Keeps `n` fresh spare sockets.
+    async fn top_up_spares_to(&mut self, n: usize) {
         self.spares.retain(|(_, at)| at.elapsed() < SPARE_MAX_AGE);
         let addr = self.pg_addr();
-        let missing = SPARES.saturating_sub(self.spares.len());
+        let missing = n.saturating_sub(self.spares.len());
         let opened =
             futures::future::join_all((0..missing).map(|_| TcpStream::connect(addr.clone()))).await;
         let now = Instant::now();
@@ -222,17 +234,12 @@ impl Hog {
             let (used, max) = self.occupancy().await?;
             // One more than the free slots: the extra attempt proves the server is full.
             let attempts = max.saturating_sub(used) + 1;
-            let stack = self.stack.clone();
-            let role = self.role.clone();
-            let results =
-                futures::future::join_all((0..attempts).map(|_| connect(&stack, &role, HOG_APP)))
-                    .await;
             let mut refusal = None;
-            for r in results {
+            let mut failed = None;
+            let mut opened = 0;
+            for r in self.open(attempts).await {
                 match r {
-                    Ok(h) => {
-                        self.held.add([h]);
-                    }
+                    Ok(h) => opened += self.held.add([h]),
                     Err(e) if is_too_many(&e) => {
                         refusal = Some(
                             e.as_db_error()
@@ -240,11 +247,15 @@ impl Hog {
                                 .unwrap_or_else(|| e.to_string()),
                         )
                     }
-                    Err(e) => return Err(other(format!("opening a connection to hold: {e}"))),
+                    Err(e) => failed = Some(e),
                 }
             }
             if let Some(r) = refusal {
                 return Ok(r);
+            }
+            // A spare whose backend went away fails alone; nothing opened at all is an error.
+            if let (0, Some(e)) = (opened, failed) {
+                return Err(other(format!("opening a connection to hold: {e}")));
             }
             if started.elapsed() > Duration::from_secs(10) {
                 return Err(other(format!(
@@ -273,8 +284,16 @@ impl Hog {
 
     /// Takes `free` slots: spares first, new connections for the rest. Returns how many it got.
     async fn take(&mut self, free: usize) -> usize {
+        let opened = self.open(free).await;
+        // A refusal here means a client was faster; the keeper's next round evicts it.
+        self.held.add(opened.into_iter().flatten())
+    }
+
+    /// Opens `n` connections: over spares first (a startup packet each), new ones for the rest.
+    async fn open(&mut self, n: usize) -> Vec<Result<Held, tokio_postgres::Error>> {
         let cfg = config(&self.stack, &self.role, HOG_APP);
-        let n_spares = free.min(self.spares.len());
+        self.spares.retain(|(_, at)| at.elapsed() < SPARE_MAX_AGE);
+        let n_spares = n.min(self.spares.len());
         let spares: Vec<TcpStream> = self.spares.drain(..n_spares).map(|(s, _)| s).collect();
         let raw = futures::future::join_all(spares.into_iter().map(|s| {
             let cfg = cfg.clone();
@@ -289,10 +308,9 @@ impl Hog {
         let stack = self.stack.clone();
         let role = self.role.clone();
         let fresh =
-            futures::future::join_all((n_spares..free).map(|_| connect(&stack, &role, HOG_APP)));
+            futures::future::join_all((n_spares..n).map(|_| connect(&stack, &role, HOG_APP)));
         let (raw, fresh) = tokio::join!(raw, fresh);
-        // A refusal here means a client was faster; the keeper's next round evicts it.
-        self.held.add(raw.into_iter().chain(fresh).flatten())
+        raw.into_iter().chain(fresh).collect()
     }
 
     /// Terminates the others and takes their slots, until none is left (bounded).
@@ -309,6 +327,8 @@ impl Hog {
             total += n;
             apps.extend(a);
             self.take_freed(n).await?;
+            // In effect (at injection): every slot is held, the service's backends are gone.
+            super::in_effect();
             self.top_up_spares().await;
         }
         apps.sort();
@@ -317,8 +337,14 @@ impl Hog {
     }
 }
 
-/// Injects the fault (target: a service declared as PostgreSQL).
-pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, FaultError> {
+/// A pool exhaustion made ready before the run decides to inject it: the control connection,
+/// and a spare socket (a backend forked and waiting for its startup packet, which holds no
+/// slot) for every free slot and then some. Filling the server is then a startup packet per
+/// slot, not a connect and a fork: tens of milliseconds instead of hundreds on a small host.
+pub struct Armed(Hog);
+
+/// Arms a pool exhaustion (see [`Armed`]); nothing of the server's slots is taken yet.
+pub async fn arm(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Armed, FaultError> {
     if cx.stack.postgres_config(spec.target).is_none() {
         return Err(FaultError::Unsupported {
             fault: format!("pool_exhaustion {}", spec.target),
@@ -333,12 +359,29 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
         .map_err(|e| other(format!("control connection: {e}")))?;
     let mut hog = Hog {
         stack,
-        role: role.clone(),
+        role,
         admin,
         held: Holding::new(),
         spares: Vec::new(),
     };
-    hog.top_up_spares().await;
+    let (used, max) = hog.occupancy().await?;
+    // The free slots, the extra attempt that proves the server full, and spares for the slots
+    // the service's terminated backends free.
+    hog.top_up_spares_to(max.saturating_sub(used) + 1 + SPARES)
+        .await;
+    Ok(Armed(hog))
+}
+
+/// Injects the fault (target: a service declared as PostgreSQL): arms it, then fills the server.
+pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, FaultError> {
+    let armed = arm(cx, spec).await?;
+    inject_armed(cx, armed).await
+}
+
+/// Injects an armed pool exhaustion: takes every free slot, then the service's.
+pub async fn inject_armed(cx: &Arc<FaultCx>, armed: Armed) -> Result<Injected, FaultError> {
+    let Armed(mut hog) = armed;
+    let role = hog.role.clone();
     let refusal = hog.fill().await?;
     let (terminated, apps) = hog.evict().await?;
     let (used, max) = hog.occupancy().await?;

@@ -265,12 +265,12 @@ fn numbers(s: &mut String, j: &Journal) {
         h.min_samples
     );
 
-    s.push_str(r#"<div class="panel"><h2>Faults</h2><table id="faults"><thead><tr><th>fault</th><th>mechanism</th><th class="num">injected</th><th class="num">healed</th><th class="num">held</th></tr></thead><tbody>"#);
+    s.push_str(r#"<div class="panel"><h2>Faults</h2><table id="faults"><thead><tr><th>fault</th><th>mechanism</th><th class="num">injected</th><th class="num" title="from the decision to inject to the fault in effect">in effect after</th><th class="num">healed</th><th class="num" title="from the decision to heal to the fault undone">undone after</th><th class="num">held</th></tr></thead><tbody>"#);
     for f in &tl.faults {
         let params: Vec<String> = f.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = write!(
             s,
-            r#"<tr><td><b>{}</b> {}{}</td><td><code>{}</code></td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
+            r#"<tr><td><b>{}</b> {}{}</td><td><code>{}</code></td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
             esc(&f.kind),
             esc(&f.target),
             if params.is_empty() {
@@ -283,14 +283,16 @@ fn numbers(s: &mut String, j: &Journal) {
             },
             esc(&f.mechanism),
             dur(f.injected_ms),
+            opt_dur(f.inject_ms),
             opt_dur(f.healed_ms),
+            opt_dur(f.heal_ms),
             f.healed_ms
                 .map(|h| dur(h - f.injected_ms))
                 .unwrap_or_else(|| "never healed".into())
         );
     }
     if tl.faults.is_empty() {
-        s.push_str(r#"<tr><td colspan="5" class="muted">no fault was injected</td></tr>"#);
+        s.push_str(r#"<tr><td colspan="7" class="muted">no fault was injected</td></tr>"#);
     }
     s.push_str("</tbody></table>");
     let mo = chart::moments(j);

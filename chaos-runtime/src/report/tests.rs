@@ -120,6 +120,8 @@ fn journal() -> Journal {
             mechanism: "docker kill -s KILL".into(),
             injected_ms: inject,
             healed_ms: Some(heal),
+            inject_ms: Some(3.4),
+            heal_ms: Some(180.0),
             params: BTreeMap::new(),
         }],
         events,
@@ -268,6 +270,31 @@ fn page_of_a_realistic_run_has_every_element_a_reader_needs() {
     let failed = &html[html.find(r#"class="series-failed""#).unwrap()..];
     let failed = &failed[..failed.find("</g>").unwrap()];
     assert!(failed.matches("<rect").count() >= 5, "failed buckets drawn");
+}
+
+#[test]
+fn the_faults_table_shows_how_long_injecting_and_healing_took() {
+    let mut j = journal();
+    let html = run_page(&j, "x.json");
+    let table = &html[html.find(r#"id="faults""#).unwrap()..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert!(table.contains("in effect after") && table.contains("undone after"));
+    assert!(
+        table.contains(r#"<td class="num">3.4 ms</td>"#)
+            && table.contains(r#"<td class="num">180 ms</td>"#),
+        "{table}"
+    );
+    // A journal from before the latencies were recorded: dashes, same columns.
+    j.timeline.faults[0].inject_ms = None;
+    j.timeline.faults[0].heal_ms = None;
+    let html = run_page(&j, "x.json");
+    let table = &html[html.find(r#"id="faults""#).unwrap()..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert_eq!(
+        table.matches(r#"<td class="num">—</td>"#).count(),
+        2,
+        "{table}"
+    );
 }
 
 #[test]
