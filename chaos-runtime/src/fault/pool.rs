@@ -212,16 +212,20 @@ impl Hog {
 
     /// Keeps `SPARES` fresh spare sockets.
     async fn top_up_spares(&mut self) {
-        self.top_up_spares_to(SPARES).await
+        let addr = self.pg_addr();
+        self.top_up_spares_with(SPARES, || TcpStream::connect(addr.clone()))
+            .await
     }
 
-    /// Keeps `n` fresh spare sockets.
-    async fn top_up_spares_to(&mut self, n: usize) {
+    /// Keeps `n` fresh spare sockets opened by `open`.
+    async fn top_up_spares_with<F, Fut>(&mut self, n: usize, open: F)
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = std::io::Result<TcpStream>>,
+    {
         self.spares.retain(|(_, at)| at.elapsed() < SPARE_MAX_AGE);
-        let addr = self.pg_addr();
         let missing = n.saturating_sub(self.spares.len());
-        let opened =
-            futures::future::join_all((0..missing).map(|_| TcpStream::connect(addr.clone()))).await;
+        let opened = futures::future::join_all((0..missing).map(|_| open())).await;
         let now = Instant::now();
         self.spares
             .extend(opened.into_iter().flatten().map(|s| (s, now)));
@@ -327,8 +331,6 @@ impl Hog {
             total += n;
             apps.extend(a);
             self.take_freed(n).await?;
-            // In effect (at injection): every slot is held, the service's backends are gone.
-            super::in_effect();
             self.top_up_spares().await;
         }
         apps.sort();
@@ -366,10 +368,35 @@ pub async fn arm(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Armed, FaultErro
     };
     let (used, max) = hog.occupancy().await?;
     // The free slots, the extra attempt that proves the server full, and spares for the slots
-    // the service's terminated backends free.
-    hog.top_up_spares_to(max.saturating_sub(used) + 1 + SPARES)
-        .await;
+    // the service's terminated backends free; each one's backend forked and answering.
+    let addr = hog.pg_addr();
+    hog.top_up_spares_with(max.saturating_sub(used) + 1 + SPARES, || {
+        answering_spare(addr.clone())
+    })
+    .await;
     Ok(Armed(hog))
+}
+
+/// A spare socket whose backend is known to be forked and waiting: PostgreSQL's postmaster
+/// accepts and forks one connection after the other, so a connected socket may not have a
+/// backend yet. The backend itself answers an SSLRequest (`N`: no TLS here), then waits for
+/// the startup packet on the same connection, as after libpq's `sslmode=prefer` fallback.
+async fn answering_spare(addr: String) -> std::io::Result<TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await?;
+    // Length 8, request code 80877103.
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await?;
+    let mut answer = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut answer))
+        .await
+        .map_err(|_| std::io::Error::other("no answer to the SSLRequest"))??;
+    match answer[0] {
+        b'N' => Ok(s),
+        other => Err(std::io::Error::other(format!(
+            "SSLRequest answered {:?}, not N",
+            other as char
+        ))),
+    }
 }
 
 /// Injects the fault (target: a service declared as PostgreSQL): arms it, then fills the server.
@@ -383,6 +410,9 @@ pub async fn inject_armed(cx: &Arc<FaultCx>, armed: Armed) -> Result<Injected, F
     let Armed(mut hog) = armed;
     let role = hog.role.clone();
     let refusal = hog.fill().await?;
+    // In effect: every free slot is held and the server refuses a new connection. (Evicting
+    // the clients already connected follows; `backends_terminated` is stamped when it is done.)
+    super::in_effect();
     let (terminated, apps) = hog.evict().await?;
     let (used, max) = hog.occupancy().await?;
     cx.event(
