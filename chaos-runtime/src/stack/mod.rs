@@ -21,6 +21,9 @@ use testcontainers::core::WaitFor;
 use testcontainers::runners::AsyncBuilder;
 use testcontainers::{GenericBuildableImage, ImageExt};
 
+mod timing;
+pub use timing::{ServiceTiming, StartTiming, TIMING_ENV};
+
 /// Label every managed resource carries.
 pub const LABEL_MANAGED: &str = "chaos.managed";
 /// Label naming the run.
@@ -233,6 +236,10 @@ pub struct Stack {
     reach: crate::reach::Reach,
     /// The run's host agent, started on first need.
     agent: tokio::sync::OnceCell<Result<std::sync::Arc<crate::agent::Agent>, String>>,
+    /// Where the start's time went.
+    timing: StartTiming,
+    /// The instant the start began.
+    origin: timing::Origin,
 }
 
 fn docker_err(
@@ -437,7 +444,7 @@ impl Stack {
         plan: &Plan,
         run_id: &str,
     ) -> Result<Stack, StackError> {
-        let started = Instant::now();
+        let origin = timing::Origin::now();
         let name = |role: &str| format!("chaos-{run_id}-{role}");
         let labels = labels(run_id);
         let network = format!("chaos-{run_id}");
@@ -474,6 +481,7 @@ impl Stack {
             image::ensure(docker).await?;
         }
         build_images(builds).await?;
+        let images_ms = origin.ms();
 
         let mut stack = Stack {
             run_id: run_id.to_string(),
@@ -492,8 +500,14 @@ impl Stack {
             handles: std::sync::Mutex::new(Vec::new()),
             agent: tokio::sync::OnceCell::new(),
             reach,
+            timing: StartTiming {
+                images_ms,
+                ..Default::default()
+            },
+            origin,
         };
         let created = stack.create_resources(&wiring, &labels).await;
+        stack.timing.resources_ms = origin.ms();
         let result = match created {
             Ok(()) if plan.agent || stack.agent_likely() => {
                 // The agent's start (~0.3 s) overlaps the services'; its error is kept for the
@@ -516,14 +530,36 @@ impl Stack {
             stack.teardown().await;
             return Err(e);
         }
+        stack.timing.ready_ms = origin.ms();
+        stack
+            .timing
+            .services
+            .sort_by(|a, b| a.ready_ms.total_cmp(&b.ready_ms));
         progress::line(
             "stack",
-            &format!(
-                "{run_id}: ready in {:.1} s",
-                started.elapsed().as_secs_f64()
-            ),
+            &format!("{run_id}: ready in {:.1} s", stack.timing.ready_ms / 1000.0),
         );
+        if timing::wanted() {
+            for line in stack.start_breakdown().await.lines() {
+                progress::line("stack", &format!("{run_id}: {line}"));
+            }
+        }
         Ok(stack)
+    }
+
+    /// Where this stack's start went, as measured while it started (Docker's create and start
+    /// instants not filled in; see [`Stack::start_breakdown`]).
+    pub fn start_timing(&self) -> &StartTiming {
+        &self.timing
+    }
+
+    /// [`Stack::start_timing`] with Docker's create and start instant of each container, read
+    /// from the daemon's event log (one call).
+    pub async fn start_breakdown(&self) -> StartTiming {
+        self.timing
+            .clone()
+            .with_docker_events(&self.docker, &self.run_id, self.origin)
+            .await
     }
 
     /// The network and the volumes the services asked for, labelled with the run.
@@ -602,15 +638,28 @@ impl Stack {
         );
         for wave in waves {
             let mut starts = Vec::new();
+            let begin_ms = self.origin.ms();
+            let this = &*self;
             for svc in wave {
                 let req = pending.remove(&svc.role).expect("one request per role");
-                starts.push(self.start_one(svc, req, labels));
+                starts.push(async move {
+                    let r = this.start_one(svc, req, labels).await;
+                    (r, this.origin.ms())
+                });
             }
             let mut first_err = None;
-            for r in futures::future::join_all(starts).await {
+            let mut timings = Vec::new();
+            for (r, up_ms) in futures::future::join_all(starts).await {
                 match r {
                     Ok((service, handle)) => {
                         self.handles.lock().unwrap().push(handle);
+                        timings.push(ServiceTiming {
+                            role: service.role.clone(),
+                            begin_ms,
+                            up_ms,
+                            ready_ms: up_ms,
+                            ..Default::default()
+                        });
                         self.services.insert(service.role.clone(), service);
                     }
                     Err(e) => {
@@ -622,13 +671,21 @@ impl Stack {
                 return Err(e);
             }
             let roles: Vec<String> = self.services.keys().cloned().collect();
+            let this = &*self;
             let probes = roles
                 .iter()
-                .filter(|r| self.declared.get(*r).is_some_and(|d| d.ready.is_some()))
-                .map(|r| self.wait_ready(r, Duration::from_secs(20)));
-            for r in futures::future::join_all(probes).await {
+                .filter(|r| this.declared.get(*r).is_some_and(|d| d.ready.is_some()))
+                .map(|r| async move {
+                    let ready = this.wait_ready(r, Duration::from_secs(20)).await;
+                    (r, ready, this.origin.ms())
+                });
+            for (role, r, ready_ms) in futures::future::join_all(probes).await {
                 r?;
+                if let Some(t) = timings.iter_mut().find(|t| &t.role == role) {
+                    t.ready_ms = ready_ms;
+                }
             }
+            self.timing.services.extend(timings);
         }
         Ok(())
     }
