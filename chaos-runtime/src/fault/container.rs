@@ -21,7 +21,10 @@ impl Init {
     /// is refused (a kernel before 5.3, a pid from another pid namespace): then the return of
     /// the Docker call counts.
     pub async fn of(cx: &FaultCx, role: &str) -> Option<Init> {
-        Init::open(cx.stack.watched(role).await.ok()?.pid)
+        let w = cx.stack.watched(role).await.ok()?;
+        // Opened first, then checked: the pidfd pins the process, so the check is of it.
+        let init = Init::open(w.pid)?;
+        seen_here(w.pid, &w.id).then_some(init)
     }
 
     fn open(pid: u32) -> Option<Init> {
@@ -74,8 +77,12 @@ pub struct Freezer {
 impl Freezer {
     /// The freezer of a running target; `None` where its cgroup is not readable from here.
     pub async fn of(cx: &FaultCx, role: &str) -> Option<Freezer> {
-        let pid = cx.stack.watched(role).await.ok()?.pid;
-        let paths = super::cgroup::of_pid(pid).ok()?;
+        let w = cx.stack.watched(role).await.ok()?;
+        let pid = w.pid;
+        if !seen_here(pid, &w.id) {
+            return None;
+        }
+        let paths = super::cgroup::of_pid(&crate::observe::sys::RealSys, pid).ok()?;
         let f = match (paths.v1.get("freezer"), &paths.v2) {
             (Some(h), _) => Freezer {
                 file: h.dir.join("freezer.state"),
@@ -104,6 +111,13 @@ impl Freezer {
         }
         std::future::pending::<()>().await
     }
+}
+
+/// Whether `pid` is, in this process's view, a process of container `id`: false in a CI job
+/// container or for a remote engine, where the engine's pids name other processes (or none)
+/// here. Then the Docker call's return marks the fault in effect.
+fn seen_here(pid: u32, id: &str) -> bool {
+    pid > 0 && std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|s| s.contains(id))
 }
 
 /// Whether a freezer file's text says frozen: v1 `freezer.state` is `FROZEN` (not `FREEZING`),
