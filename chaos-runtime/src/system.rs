@@ -560,6 +560,70 @@ impl Pending {
     }
 }
 
+/// The part of an executable the kernel and the dynamic loader read: the file up to the end of
+/// its last segment, without the section headers (so without the debug information, which
+/// lies after the segments). Copy this into a container instead of the whole file: a debug
+/// build of a Rust service is mostly debug information, and every stack pays for the copy.
+/// A file that is not a 64-bit little-endian ELF is returned whole.
+///
+/// The runtime copies the fault proxy and the host agent this way; a system's own binaries
+/// can go the same way:
+///
+/// ```no_run
+/// use chaos_runtime::system::{loadable_part, Service};
+/// use testcontainers::{CopyTargetOptions, ImageExt};
+///
+/// let bin = loadable_part("target/debug/my-service".as_ref()).expect("built by cargo");
+/// let service = Service::new("app", move |w| {
+///     // Bytes are copied as 0644 unless told otherwise.
+///     let exe = CopyTargetOptions::new("/usr/local/bin/my-service").with_mode(0o755);
+///     w.base_image()
+///         .with_copy_to(exe, bin.clone())
+///         .with_cmd(["/usr/local/bin/my-service"])
+/// });
+/// ```
+pub fn loadable_part(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let mut head = [0u8; 64];
+    if f.read_exact(&mut head).is_err() {
+        return std::fs::read(path);
+    }
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as u64;
+    let u64_at =
+        |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    // ELF magic, 64-bit, little-endian.
+    if head[..4] != *b"\x7fELF" || head[4] != 2 || head[5] != 1 {
+        return std::fs::read(path);
+    }
+    let (phoff, phentsize, phnum) = (
+        u64_at(&head, 0x20),
+        u16_at(&head, 0x36),
+        u16_at(&head, 0x38),
+    );
+    if phentsize < 56 || phnum == 0 {
+        return std::fs::read(path);
+    }
+    let mut table = vec![0u8; (phentsize * phnum) as usize];
+    f.seek(SeekFrom::Start(phoff))?;
+    f.read_exact(&mut table)?;
+    let mut end = phoff + phentsize * phnum;
+    for ph in table.chunks_exact(phentsize as usize) {
+        end = end.max(u64_at(ph, 8).saturating_add(u64_at(ph, 32)));
+    }
+    let len = f.metadata()?.len();
+    if end >= len {
+        return std::fs::read(path);
+    }
+    let mut out = vec![0u8; end as usize];
+    f.seek(SeekFrom::Start(0))?;
+    f.read_exact(&mut out)?;
+    // No section headers: e_shoff, e_shnum and e_shstrndx say so.
+    out[0x28..0x30].fill(0);
+    out[0x3c..0x40].fill(0);
+    Ok(out)
+}
+
 /// The clock file of a service started with [`Wiring::skewable_clock_env`]: libfaketime's
 /// offset (`+0` until the `clock_skew` fault writes another).
 pub const FAKETIME_FILE: &str = "/etc/chaos/faketime";

@@ -396,7 +396,13 @@ fn proxy_routes(
 
 /// The fault proxy as a service of the run: the `chaos-proxy` binary in the base image.
 fn proxy_service(cmd: Vec<String>) -> Result<system::Service, StackError> {
-    let bin = fixture_binary("chaos-proxy", "CHAOS_PROXY_BIN")?;
+    let path = fixture_binary("chaos-proxy", "CHAOS_PROXY_BIN")?;
+    // Only what runs: a debug build's debug information is most of the file.
+    let bin = system::loadable_part(&path).map_err(|_| StackError::MissingBinary {
+        what: "chaos-proxy",
+        path: path.display().to_string(),
+        env: "CHAOS_PROXY_BIN",
+    })?;
     let listens: Vec<u16> = cmd
         .iter()
         .filter_map(|a| a.split('=').nth(1)?.rsplit(':').next()?.parse().ok())
@@ -404,7 +410,11 @@ fn proxy_service(cmd: Vec<String>) -> Result<system::Service, StackError> {
     let mut svc = system::Service::new(PROXY_ROLE, move |w: &Wiring| {
         w.base_image()
             .with_wait_for(WaitFor::message_on_stdout("chaos-proxy ready"))
-            .with_copy_to("/usr/local/bin/chaos-proxy", bin.clone())
+            .with_copy_to(
+                testcontainers::CopyTargetOptions::new("/usr/local/bin/chaos-proxy")
+                    .with_mode(0o755),
+                bin.clone(),
+            )
             .with_cmd(cmd.clone())
     })
     .port(PROXY_API_PORT)
