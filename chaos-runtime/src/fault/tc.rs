@@ -19,32 +19,52 @@ pub(crate) struct Ways {
 
 /// Adds `qdisc` (e.g. `["netem", "delay", "100ms"]`) each way asked; on a failure part-way
 /// removes what was added. `Err` names the failed step and what tc said.
+///
+/// The steps go in batches (`ip -batch -`, then `tc -batch -`): two processes in the
+/// namespace instead of one per step, which is most of the time from the decision to the
+/// qdiscs being in place (each process is a fork and exec in the namespace, through the host
+/// agent where there is one). A batch stops at its first failing line.
 pub(crate) async fn install(ns: &Netns, ways: Ways, qdisc: &[&str]) -> Result<(), String> {
-    let mut steps: Vec<Vec<&str>> = Vec::new();
-    if ways.egress {
-        steps.push([&["tc", "qdisc", "add", "dev", "eth0", "root"][..], qdisc].concat());
-    }
-    if ways.ingress {
-        steps.push(vec!["ip", "link", "add", IFB, "type", "ifb"]);
-        steps.push(vec!["ip", "link", "set", IFB, "up"]);
-        steps.push(vec![
-            "tc", "qdisc", "add", "dev", "eth0", "handle", "ffff:", "ingress",
-        ]);
-        // u32 matching everything rather than `matchall`: cls_matchall is missing from some
-        // kernels (this one), cls_u32 is everywhere tc is.
-        steps.push(vec![
-            "tc", "filter", "add", "dev", "eth0", "parent", "ffff:", "protocol", "all", "u32",
-            "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", IFB,
-        ]);
-        steps.push([&["tc", "qdisc", "add", "dev", IFB, "root"][..], qdisc].concat());
-    }
-    for step in &steps {
-        if let Err(e) = ns.exec(step).await {
+    let (links, qdiscs) = install_batches(ways, qdisc);
+    for (bin, lines) in [("ip", links), ("tc", qdiscs)] {
+        if lines.is_empty() {
+            continue;
+        }
+        let script = lines.join("\n") + "\n";
+        let args = ["-batch".to_string(), "-".to_string()];
+        let failed = match ns.run(bin, &args, Some(&script)).await {
+            Ok(r) if r.ok => None,
+            Ok(r) => Some(format!("`{bin} -batch` of {lines:?}: {}", r.stderr.trim())),
+            Err(e) => Some(format!("cannot run {bin}: {e}")),
+        };
+        if let Some(e) = failed {
             let _ = remove(ns, ways).await;
             return Err(e);
         }
     }
     Ok(())
+}
+
+/// The lines of the `ip` batch (the ifb device, for ingress) and of the `tc` batch.
+fn install_batches(ways: Ways, qdisc: &[&str]) -> (Vec<String>, Vec<String>) {
+    let q = qdisc.join(" ");
+    let mut links = Vec::new();
+    let mut qdiscs = Vec::new();
+    if ways.egress {
+        qdiscs.push(format!("qdisc add dev eth0 root {q}"));
+    }
+    if ways.ingress {
+        links.push(format!("link add {IFB} type ifb"));
+        links.push(format!("link set {IFB} up"));
+        qdiscs.push("qdisc add dev eth0 handle ffff: ingress".into());
+        // u32 matching everything rather than `matchall`: cls_matchall is missing from some
+        // kernels (this one), cls_u32 is everywhere tc is.
+        qdiscs.push(format!(
+            "filter add dev eth0 parent ffff: protocol all u32 match u32 0 0 action mirred egress redirect dev {IFB}"
+        ));
+        qdiscs.push(format!("qdisc add dev {IFB} root {q}"));
+    }
+    (links, qdiscs)
 }
 
 /// Removes what [`install`] added; the errors of the steps that failed.
@@ -102,6 +122,27 @@ pub fn parse_sent(tc_output: &str, kind: &str) -> (u64, u64) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn both_ways_are_two_batches_with_the_ifb_made_first() {
+        let (links, qdiscs) = super::install_batches(
+            super::Ways {
+                egress: true,
+                ingress: true,
+            },
+            &["tbf", "rate", "1mbit"],
+        );
+        assert_eq!(
+            links,
+            ["link add chaos-ifb0 type ifb", "link set chaos-ifb0 up"]
+        );
+        assert_eq!(qdiscs[0], "qdisc add dev eth0 root tbf rate 1mbit");
+        assert_eq!(
+            qdiscs.last().unwrap(),
+            "qdisc add dev chaos-ifb0 root tbf rate 1mbit"
+        );
+        assert_eq!(qdiscs.len(), 4);
+    }
+
     use super::parse_sent;
 
     #[test]
