@@ -60,29 +60,16 @@ async fn set(agent: &Arc<crate::agent::Agent>, pid: u32, offset_ms: i64) -> Resu
     }
 }
 
-/// Injects `clock_skew`.
-pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultError> {
+/// The target's clock before the fault, read before the run decides to inject it (a process
+/// started in the container, ~10-50 ms, is no part of moving its clock).
+pub struct Before {
+    offset_ms: i64,
+}
+
+/// Checks that the target reads a clock the fault can move and reads that clock.
+pub async fn prepare(cx: &FaultCx, spec: &FaultSpec) -> Result<Before, FaultError> {
     let fault = format!("clock_skew {}", spec.target);
-    let other = |what: String| FaultError::Other {
-        fault: fault.clone(),
-        what,
-    };
-    let offset_ms: i64 = spec
-        .param("offset_ms")
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| other("no `offset` (offset = \"+60m\")".into()))?;
-    let id = cx
-        .stack
-        .service(spec.target)
-        .expect("macro validated the target")
-        .id
-        .clone();
-    let inspect = cx
-        .stack
-        .docker()
-        .inspect_container(&id, None)
-        .await
-        .map_err(FaultError::docker(&fault, "inspect"))?;
+    let (id, inspect) = inspect(cx, spec, &fault).await?;
     let env = inspect
         .config
         .and_then(|c| c.env)
@@ -98,10 +85,66 @@ pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultErr
             fix: "start the service with `Wiring::skewable_clock_env()` and the clock file (see its docs), from an image with libfaketime (the base image has it)".into(),
         });
     }
+    let offset_ms = offset_of(cx, &id)
+        .await
+        .map_err(|what| FaultError::Other { fault, what })?;
+    Ok(Before { offset_ms })
+}
+
+async fn inspect(
+    cx: &FaultCx,
+    spec: &FaultSpec,
+    fault: &str,
+) -> Result<
+    (
+        String,
+        testcontainers::bollard::models::ContainerInspectResponse,
+    ),
+    FaultError,
+> {
+    let id = cx
+        .stack
+        .service(spec.target)
+        .expect("macro validated the target")
+        .id
+        .clone();
+    let inspect = cx
+        .stack
+        .docker()
+        .inspect_container(&id, None)
+        .await
+        .map_err(FaultError::docker(fault, "inspect"))?;
+    Ok((id, inspect))
+}
+
+/// Injects `clock_skew`.
+pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultError> {
+    let before = prepare(cx, spec).await?;
+    inject_prepared(cx, spec, before).await
+}
+
+/// Injects `clock_skew` with the clock read before the decision.
+pub async fn inject_prepared(
+    cx: &FaultCx,
+    spec: &FaultSpec,
+    before: Before,
+) -> Result<Injected, FaultError> {
+    let fault = format!("clock_skew {}", spec.target);
+    let other = |what: String| FaultError::Other {
+        fault: fault.clone(),
+        what,
+    };
+    let offset_ms: i64 = spec
+        .param("offset_ms")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| other("no `offset` (offset = \"+60m\")".into()))?;
+    let (id, inspect) = inspect(cx, spec, &fault).await?;
     let pid = inspect.state.and_then(|s| s.pid).unwrap_or(0) as u32;
     let agent = cx.agent(&fault, "write the clock file").await?;
-    let before = offset_of(cx, &id).await.map_err(&other)?;
+    let before = before.offset_ms;
     set(&agent, pid, offset_ms).await.map_err(&other)?;
+    // In effect: the processes read the file on every clock call (FAKETIME_NO_CACHE).
+    super::in_effect();
     let during = offset_of(cx, &id).await.map_err(&other)?;
     let measured = during - before;
     cx.event(
@@ -134,6 +177,7 @@ pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultErr
                     fault: fault.clone(),
                     what,
                 })?;
+            super::in_effect();
             let left = offset_of(&cx, &id).await.unwrap_or(i64::MAX) - before;
             cx.event("clock_restored", &role, &[("left_ms", left.to_string())]);
             cx.serving(&role, deadline, fault).await

@@ -258,20 +258,25 @@ pub enum Prepared {
     Container(container::Watch),
     /// A pool exhaustion's control connection and spare sockets.
     Pool(Box<pool::Armed>),
+    /// A clock skew's target clock before the fault.
+    Clock(clock_skew::Before),
 }
 
 /// Does what a fault needs done before it can act but that is no part of the fault itself, so
-/// that the run's decision to inject is followed by the fault alone: `auto` latency probes
-/// for netem, a partition looks up the stack's subnets, a kill or stop takes a pidfd of the
-/// target's init (to see it die), a pause finds its freezer (to see it frozen), a pool exhaustion opens its control connection and the
-/// spare sockets it fills the server with. Nothing here changes what the system under test sees (a spare socket holds
-/// no connection slot). The run prepares every fault before the fault phase begins.
+/// that the run's decision to inject is followed by the fault alone: `auto` latency probes for
+/// netem, a partition looks up the stack's subnets, a kill or stop takes a pidfd of the
+/// target's init (to see it die), a pause finds its freezer (to see it frozen), a pool
+/// exhaustion opens its control connection and the spare sockets it fills the server with, a
+/// clock skew reads the target's clock. Nothing here changes what the system under test sees
+/// (a spare socket holds no connection slot). The run prepares every fault before the fault
+/// phase begins.
 pub async fn prepare(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Prepared, FaultError> {
     Ok(match spec.kind {
         "latency" => Prepared::Latency(latency::choose(spec).await?),
         "network_partition" => Prepared::Partition(network::prepare(cx, spec).await?),
         "kill" | "stop" | "pause" => Prepared::Container(container::Watch::of(cx, spec).await),
         "pool_exhaustion" => Prepared::Pool(Box::new(pool::arm(cx, spec).await?)),
+        "clock_skew" => Prepared::Clock(clock_skew::prepare(cx, spec).await?),
         _ => Prepared::Nothing,
     })
 }
@@ -287,6 +292,7 @@ pub async fn inject_prepared(
         Prepared::Partition(subnets) => network::inject_prepared(cx, spec, subnets).await,
         Prepared::Container(watch) => container::inject_prepared(cx, spec, watch).await,
         Prepared::Pool(armed) => pool::inject_armed(cx, *armed).await,
+        Prepared::Clock(before) => clock_skew::inject_prepared(cx, spec, before).await,
         Prepared::Nothing => inject(cx, spec).await,
     }
 }
