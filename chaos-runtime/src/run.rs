@@ -91,7 +91,7 @@ async fn run_async(
     needs(spec, mode, local_engine)?;
     crate::reaper::ensure(&docker).await;
     sweep_left_behind(&docker).await;
-    let _slot = slots::acquire().await?;
+    let slot = slots::acquire().await?;
     let id = run_id(spec);
     *active_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
     progress::line(
@@ -107,7 +107,7 @@ async fn run_async(
     // that said, within seconds, instead of each step timing out on its own.
     let held = active.clone();
     tokio::select! {
-        r = staged(spec, body, &system, checked, &docker, &id, active) => r,
+        r = staged(spec, body, &system, checked, &docker, &id, active, slot) => r,
         what = async {
             // Said before the dropped pipeline's heals run (they give up within seconds now).
             let what = format!(
@@ -123,7 +123,10 @@ async fn run_async(
     }
 }
 
-/// The run once its slot is held: stack, experiment, verdict.
+/// The run once its slot is held: stack, experiment, verdict. The slot is given back before
+/// the stack's teardown: removing containers measures nothing, so the next run's stack starts
+/// meanwhile (removal only touches this run's labelled resources).
+#[allow(clippy::too_many_arguments)]
 async fn staged(
     spec: &'static Spec,
     body: Body,
@@ -132,6 +135,7 @@ async fn staged(
     docker: &testcontainers::bollard::Docker,
     id: &str,
     active: Arc<std::sync::Mutex<Option<Arc<Stack>>>>,
+    slot: slots::Slot,
 ) -> Result<(), Failure> {
     let stack = Arc::new(Stack::start(docker, system, &checked.plan, id).await?);
     *active.lock().unwrap_or_else(|e| e.into_inner()) = Some(stack.clone());
@@ -149,16 +153,18 @@ async fn staged(
     let (timeline, acked) = match result {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => {
+            drop(slot);
             finish_stack(&stack, true).await;
             return Err(e);
         }
         Err(p) => {
+            drop(slot);
             finish_stack(&stack, true).await;
             return Err(Failure::Panic(p));
         }
     };
     let invariants = system.invariants.clone();
-    verdict(spec, timeline, acked, stack, invariants, body).await
+    verdict(spec, timeline, acked, stack, invariants, body, slot).await
 }
 
 /// The daemon stopped answering mid-run (said already, as `what`): wait (bounded) for it to
@@ -831,9 +837,9 @@ async fn verdict(
     stack: Arc<Stack>,
     invariants: Vec<Arc<dyn invariant::Invariant>>,
     body: Body,
+    slot: slots::Slot,
 ) -> Result<(), Failure> {
     let journal_path = journal::write(spec, &timeline);
-    crate::report::after_run(journal_path.as_deref());
     let budget_failure = budget_failure(spec, &timeline);
     let run = ChaosRun {
         timeline,
@@ -843,7 +849,15 @@ async fn verdict(
     };
     let body_result = AssertUnwindSafe(body(run.clone())).catch_unwind().await;
     let failed = budget_failure.is_some() || body_result.is_err();
+    // Nothing after this point is measured: the next run takes the slot while this one renders
+    // its report page and removes its stack, both at once.
+    drop(slot);
+    let page = {
+        let journal = journal_path.clone();
+        tokio::task::spawn_blocking(move || crate::report::after_run(journal.as_deref()))
+    };
     finish_stack(&stack, failed).await;
+    let _ = page.await;
     if let Some(p) = &journal_path {
         progress::line("run", &format!("journal: {}", p.display()));
     }
