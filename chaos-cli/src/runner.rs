@@ -223,9 +223,20 @@ pub fn run(
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut failed_targets = 0;
     let total = plan.len();
+    let hargs = harness_args(harness_filter, &args.test_args);
+    let spawn = |t: &Target| {
+        spawn_one(
+            dir,
+            &t.binary.executable.display().to_string(),
+            &hargs,
+            t,
+            args,
+        )
+    };
+    // The next target's binary is started while the current one removes its last stack (see
+    // `follow`); its experiments wait for the machine's chaos slot, so none overlap a measurement.
+    let mut next: Option<Result<Spawned, String>> = None;
     for (i, (t, expected)) in plan.iter().enumerate() {
-        let hargs = harness_args(harness_filter, &args.test_args);
-        let exe = t.binary.executable.display().to_string();
         let shown = std::iter::once(display_path(&t.binary.executable, root))
             .chain(hargs.iter().cloned())
             .collect::<Vec<_>>()
@@ -235,14 +246,33 @@ pub fn run(
             style(format!("[{}/{total}] {}", i + 1, t.binary.target)).bold(),
             style(format!("· {shown}")).dim()
         ));
-        let r = match run_one(root, dir, &exe, &hargs, t, expected, args, ui, &mut suite) {
-            Ok(r) => r,
+        let spawned = match next.take().unwrap_or_else(|| spawn(t)) {
+            Ok(s) => s,
             Err(e) => {
                 ui.finish();
                 eprintln!("chaos run: {e}");
                 return 2;
             }
         };
+        let following = plan.get(i + 1).map(|(t, _)| *t);
+        let mut measured = || {
+            if let Some(n) = following
+                && next.is_none()
+            {
+                next = Some(spawn(n));
+            }
+        };
+        let r = follow(
+            root,
+            dir,
+            spawned,
+            t,
+            expected,
+            args,
+            ui,
+            &mut suite,
+            &mut measured,
+        );
         let ok = r.exit.is_some_and(|s| s.success());
         if !ok {
             failed_targets += 1;
@@ -294,18 +324,27 @@ pub fn run(
     code
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_one(
-    root: &Path,
+/// A target's test binary, started, its output read into a channel by two threads (so it never
+/// blocks on a full pipe while the runner is still following the target before it).
+struct Spawned {
+    child: std::process::Child,
+    rx: mpsc::Receiver<Msg>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+    progress_file: PathBuf,
+    log: std::fs::File,
+    log_path: PathBuf,
+    started: Instant,
+    started_wall: SystemTime,
+}
+
+/// Starts `t`'s test binary (see [`Spawned`]).
+fn spawn_one(
     dir: &Path,
     exe: &str,
     hargs: &[String],
     t: &Target,
-    expected: &[String],
     args: &RunArgs,
-    ui: &mut Ui,
-    suite: &mut Suite,
-) -> Result<TargetRun, String> {
+) -> Result<Spawned, String> {
     let target = &t.binary.target;
     let progress_dir = dir.join("progress");
     let logs = dir.join("logs");
@@ -316,7 +355,7 @@ fn run_one(
     std::fs::write(&progress_file, b"")
         .map_err(|e| format!("cannot write {}: {e}", progress_file.display()))?;
     let log_path = logs.join(format!("{target}.log"));
-    let mut log = std::fs::File::create(&log_path)
+    let log = std::fs::File::create(&log_path)
         .map_err(|e| format!("cannot write {}: {e}", log_path.display()))?;
 
     // As `cargo test` runs a test binary: in its package's directory, with its manifest dir.
@@ -349,12 +388,50 @@ fn run_one(
         readers.push(reader(Box::new(s), false, tx.clone()));
     }
     drop(tx);
+    Ok(Spawned {
+        child,
+        rx,
+        readers,
+        progress_file,
+        log,
+        log_path,
+        started: Instant::now(),
+        started_wall: SystemTime::now(),
+    })
+}
 
+/// Follows a started target to its end: its progress records and output lines to the display
+/// and the log, its tests' results. `measured` is called once, when every expected test has
+/// reached its verdict (its stack is being removed, its slot given back): the runner starts
+/// the next target then, so that its start-up and this target's teardown overlap.
+#[allow(clippy::too_many_arguments)]
+fn follow(
+    root: &Path,
+    dir: &Path,
+    spawned: Spawned,
+    t: &Target,
+    expected: &[String],
+    args: &RunArgs,
+    ui: &mut Ui,
+    suite: &mut Suite,
+    measured: &mut dyn FnMut(),
+) -> TargetRun {
+    let target = &t.binary.target;
+    let Spawned {
+        mut child,
+        rx,
+        readers,
+        progress_file,
+        mut log,
+        log_path,
+        started,
+        started_wall,
+    } = spawned;
     let mut r = TargetRun {
         package: t.binary.package.clone(),
         target: target.clone(),
-        started: Instant::now(),
-        started_wall: SystemTime::now(),
+        started,
+        started_wall,
         tests: BTreeMap::new(),
         order: Vec::new(),
         stdout: Vec::new(),
@@ -367,6 +444,7 @@ fn run_one(
     let base_done = suite.done;
     let mut tail = Tail::new(progress_file);
     let mut exited_at: Option<Instant> = None;
+    let mut told = false;
     loop {
         let mut done_reading = false;
         loop {
@@ -396,6 +474,10 @@ fn run_one(
         }
         for rec in tail.read() {
             on_record(&mut r, rec, ui, args.verbose);
+        }
+        if !told && all_measured(&r, expected) {
+            told = true;
+            measured();
         }
         if r.exit.is_none()
             && let Ok(Some(st)) = child.try_wait()
@@ -435,7 +517,17 @@ fn run_one(
         r.started.elapsed().as_secs_f64(),
         style(format!("(log: {})", display_path(&log_path, root))).dim()
     ));
-    Ok(r)
+    r
+}
+
+/// Whether every expected test has reached its verdict phase or has its harness result.
+fn all_measured(r: &TargetRun, expected: &[String]) -> bool {
+    !expected.is_empty()
+        && expected.iter().all(|name| {
+            r.tests.get(name).is_some_and(|t| {
+                t.result.is_some() || t.phases.iter().any(|(p, _)| p == phases::VERDICT)
+            })
+        })
 }
 
 /// Estimated seconds left in the suite: the estimates of the tests not done, less the time

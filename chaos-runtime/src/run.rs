@@ -850,7 +850,13 @@ async fn verdict(
     let body_result = AssertUnwindSafe(body(run.clone())).catch_unwind().await;
     let failed = budget_failure.is_some() || body_result.is_err();
     // Nothing after this point is measured: the next run takes the slot while this one renders
-    // its report page and removes its stack, both at once.
+    // its report page and removes its stack, both at once. (`chaos run` starts the next test
+    // binary once every test of this one has reached its verdict.)
+    progress::phase(
+        spec.name,
+        progress::phases::VERDICT,
+        if failed { "fail" } else { "pass" },
+    );
     drop(slot);
     let page = {
         let journal = journal_path.clone();
@@ -861,11 +867,6 @@ async fn verdict(
     if let Some(p) = &journal_path {
         progress::line("run", &format!("journal: {}", p.display()));
     }
-    progress::phase(
-        spec.name,
-        progress::phases::VERDICT,
-        if failed { "fail" } else { "pass" },
-    );
     if let Some(msg) = budget_failure {
         return Err(Failure::Message(msg));
     }
