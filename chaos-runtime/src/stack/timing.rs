@@ -39,7 +39,7 @@ pub struct ServiceTiming {
     pub role: String,
     /// Its dependencies were ready (0 without any): its start began.
     pub begin_ms: f64,
-    /// Docker's `create` event (known once [`StartTiming::with_docker_events`] read it).
+    /// Docker's `create` event (known once the start has read Docker's event log).
     pub created_ms: Option<f64>,
     /// Docker's `start` event (likewise).
     pub started_ms: Option<f64>,
