@@ -24,7 +24,7 @@ impl Init {
         let w = cx.stack.watched(role).await.ok()?;
         // Opened first, then checked: the pidfd pins the process, so the check is of it.
         let init = Init::open(w.pid)?;
-        seen_here(w.pid, &w.id).then_some(init)
+        crate::stack::pid_seen_here(w.pid, &w.id).then_some(init)
     }
 
     fn open(pid: u32) -> Option<Init> {
@@ -79,7 +79,7 @@ impl Freezer {
     pub async fn of(cx: &FaultCx, role: &str) -> Option<Freezer> {
         let w = cx.stack.watched(role).await.ok()?;
         let pid = w.pid;
-        if !seen_here(pid, &w.id) {
+        if !crate::stack::pid_seen_here(pid, &w.id) {
             return None;
         }
         let paths = super::cgroup::of_pid(&crate::observe::sys::RealSys, pid).ok()?;
@@ -111,13 +111,6 @@ impl Freezer {
         }
         std::future::pending::<()>().await
     }
-}
-
-/// Whether `pid` is, in this process's view, a process of container `id`: false in a CI job
-/// container or for a remote engine, where the engine's pids name other processes (or none)
-/// here. Then the Docker call's return marks the fault in effect.
-fn seen_here(pid: u32, id: &str) -> bool {
-    pid > 0 && std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|s| s.contains(id))
 }
 
 /// Whether a freezer file's text says frozen: v1 `freezer.state` is `FROZEN` (not `FREEZING`),

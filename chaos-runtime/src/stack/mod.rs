@@ -294,6 +294,13 @@ fn below_ephemeral(low: u32) -> (u32, u32) {
     }
 }
 
+/// Whether `pid`, as the engine reports it, is in this process's view a process of container
+/// `id` (its cgroup names the container): false in a CI job container or for a remote engine,
+/// where the engine's pids name other processes here, or none.
+pub(crate) fn pid_seen_here(pid: u32, id: &str) -> bool {
+    pid > 0 && std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|s| s.contains(id))
+}
+
 /// Where a binary built by cargo lives: `env` if set, beside the test binary or its parent
 /// directory (where cargo puts a workspace's bins), or on `PATH`.
 pub fn fixture_binary(name: &'static str, env: &'static str) -> Result<PathBuf, StackError> {
@@ -871,8 +878,7 @@ impl Stack {
             if let Ok(w) = self.watched(&role).await
                 && w.pid > 0
             {
-                return std::fs::read_to_string(format!("/proc/{}/cgroup", w.pid))
-                    .is_ok_and(|s| s.contains(&w.id));
+                return pid_seen_here(w.pid, &w.id);
             }
         }
         false
