@@ -117,12 +117,6 @@ async fn inspect(
     Ok((id, inspect))
 }
 
-/// Injects `clock_skew`.
-pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultError> {
-    let before = prepare(cx, spec).await?;
-    inject_prepared(cx, spec, before).await
-}
-
 /// Injects `clock_skew` with the clock read before the decision.
 pub async fn inject_prepared(
     cx: &FaultCx,

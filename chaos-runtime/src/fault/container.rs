@@ -154,12 +154,6 @@ impl Watch {
     }
 }
 
-/// Injects kill, stop or pause.
-pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultError> {
-    let watch = Watch::of(cx, spec).await;
-    inject_prepared(cx, spec, watch).await
-}
-
 /// Injects kill, stop or pause; `watch` taken before the decision.
 pub async fn inject_prepared(
     cx: &FaultCx,

@@ -157,12 +157,6 @@ pub async fn choose(spec: &FaultSpec) -> Result<Chosen, FaultError> {
     })
 }
 
-/// Injects latency on the target's traffic: chooses the mechanism, then injects.
-pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, FaultError> {
-    let chosen = choose(spec).await?;
-    inject_chosen(cx, spec, chosen).await
-}
-
 /// Injects latency with the mechanism chosen already.
 pub async fn inject_chosen(
     cx: &Arc<FaultCx>,

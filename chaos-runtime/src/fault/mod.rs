@@ -293,27 +293,29 @@ pub async fn inject_prepared(
         Prepared::Container(watch) => container::inject_prepared(cx, spec, watch).await,
         Prepared::Pool(armed) => pool::inject_armed(cx, *armed).await,
         Prepared::Clock(before) => clock_skew::inject_prepared(cx, spec, before).await,
-        Prepared::Nothing => inject(cx, spec).await,
+        Prepared::Nothing => inject_unprepared(cx, spec).await,
     }
 }
 
-/// Injects one fault. Each kind lives in its own module with an `inject(cx, spec)`.
+/// Injects one fault: [`prepare`], then [`inject_prepared`] at once.
 pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, FaultError> {
+    let prepared = prepare(cx, spec).await?;
+    inject_prepared(cx, spec, prepared).await
+}
+
+/// The kinds [`prepare`] has nothing to do for; each lives in its own module with an
+/// `inject(cx, spec)`.
+async fn inject_unprepared(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, FaultError> {
     match spec.kind {
-        "kill" | "stop" | "pause" => container::inject(cx, spec).await,
         "memory_oom" => memory::inject(cx, spec).await,
         "cpu_throttle" => cpu::inject(cx, spec).await,
         "disk_io" => disk::inject(cx, spec).await,
-        "network_partition" => network::inject(cx, spec).await,
         "packet_loss" => network::inject_loss(cx, spec).await,
         "dns_failure" => network::inject_dns(cx, spec).await,
         "process_kill" | "process_stop" => process::inject(cx, spec).await,
         "disk_full" => disk_full::inject(cx, spec).await,
-        "clock_skew" => clock_skew::inject(cx, spec).await,
         "http_abort" | "http_delay" | "http_reset" => http::inject(cx, spec).await,
         "bandwidth" => bandwidth::inject(cx, spec).await,
-        "pool_exhaustion" => pool::inject(cx, spec).await,
-        "latency" => latency::inject(cx, spec).await,
         other => Err(FaultError::Unsupported {
             fault: format!("{other} {}", spec.target),
             why: format!("the fault kind {other} is not implemented in this version"),

@@ -715,12 +715,6 @@ pub async fn prepare(cx: &FaultCx, spec: &FaultSpec) -> Result<Vec<String>, Faul
     stack_subnets(cx, &format!("network_partition {}", spec.target)).await
 }
 
-/// Injects `network_partition`: DROP rules in the target's netns for the stack subnet.
-pub async fn inject(cx: &FaultCx, spec: &FaultSpec) -> Result<Injected, FaultError> {
-    let subnets = prepare(cx, spec).await?;
-    inject_prepared(cx, spec, subnets).await
-}
-
 /// Injects `network_partition` over the stack subnets looked up already.
 pub async fn inject_prepared(
     cx: &FaultCx,

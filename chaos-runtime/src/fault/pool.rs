@@ -399,12 +399,6 @@ async fn answering_spare(addr: String) -> std::io::Result<TcpStream> {
     }
 }
 
-/// Injects the fault (target: a service declared as PostgreSQL): arms it, then fills the server.
-pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, FaultError> {
-    let armed = arm(cx, spec).await?;
-    inject_armed(cx, armed).await
-}
-
 /// Injects an armed pool exhaustion: takes every free slot, then the service's.
 pub async fn inject_armed(cx: &Arc<FaultCx>, armed: Armed) -> Result<Injected, FaultError> {
     let Armed(mut hog) = armed;
