@@ -16,7 +16,6 @@
 //! file, exits and is removed by the engine; the run's teardown also removes it by label.
 use crate::image;
 use crate::progress;
-use crate::stack::fixture_binary;
 use chaos_agent::{Op, PROTOCOL, Reply, Request, Response};
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -129,16 +128,20 @@ impl Agent {
         labels: HashMap<String, String>,
     ) -> Result<(Agent, String), String> {
         let tag = image::ensure(docker).await.map_err(|e| e.to_string())?;
-        let bin = fixture_binary("chaos-agent", "CHAOS_AGENT_BIN").map_err(|e| e.to_string())?;
+        let bin =
+            crate::helper::binary("chaos-agent", "CHAOS_AGENT_BIN").map_err(|e| e.to_string())?;
+        let env = bin.env();
+        let path = bin.path;
         let data = tokio::task::spawn_blocking(move || {
-            crate::system::loadable_part(&bin)
-                .map_err(|e| format!("cannot read {}: {e}", bin.display()))
+            crate::system::loadable_part(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
         })
         .await
         .map_err(|e| e.to_string())??;
         let body = ContainerCreateBody {
             image: Some(tag),
             cmd: Some(vec!["/usr/local/bin/chaos-agent".into(), "session".into()]),
+            env: Some(env),
             labels: Some(labels),
             attach_stdin: Some(true),
             attach_stdout: Some(true),
@@ -487,10 +490,24 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
         // This test binary, cut to its segments, lists its tests like the whole one.
-        let out = std::process::Command::new(&copy)
-            .args(["--list", "loadable_part"])
-            .output()
-            .unwrap();
+        // Another test thread may fork while the copy's write descriptor is open; the
+        // child holds it until its exec, and exec of the copy then fails with ETXTBSY
+        // for that moment. Retry on that error only, within a deadline.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let out = loop {
+            match std::process::Command::new(&copy)
+                .args(["--list", "loadable_part"])
+                .output()
+            {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                r => break r.unwrap(),
+            }
+        };
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(out.status.success(), "{out:?}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("loadable_part"));
