@@ -34,7 +34,7 @@ mod server;
 /// the namespace themselves.
 #[cfg(target_os = "linux")]
 pub use server::netns::run_in;
-pub use server::{host_pid, main, main_with, pid_ns};
+pub use server::{host_pid, main, main_with, main_with_args, pid_ns};
 
 /// The protocol's version: the runtime refuses an agent that answers [`Op::Hello`] with another.
 pub const PROTOCOL: u32 = 5;

@@ -48,8 +48,14 @@ fn without_observers(op: Op) -> Result<Reply, String> {
 /// [`main`], with `extension` serving the operations this crate does not implement itself
 /// (the eBPF observers, which live in the runtime).
 pub fn main_with(extension: crate::Extension) {
-    let mode = std::env::args().nth(1).unwrap_or_default();
-    if mode == "session" {
+    main_with_args(std::env::args().skip(1).collect(), extension);
+}
+
+/// [`main_with`] with the arguments given (without the program's name): for a process that
+/// is the agent without being started through its own `main`, such as a test binary the chaos
+/// runtime copied into the agent's container.
+pub fn main_with_args(args: Vec<String>, extension: crate::Extension) {
+    if args.first().map(String::as_str) == Some("session") {
         serve(std::io::stdin().lock(), std::io::stdout(), extension);
     } else {
         eprintln!(

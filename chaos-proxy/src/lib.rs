@@ -158,7 +158,14 @@ use std::io::Write;
 /// Entry point of the `chaos-proxy` binary: parses the command line and the
 /// environment, serves until SIGTERM/SIGINT, then exits the process.
 pub fn main() {
-    let config = match parse_args(std::env::args().skip(1), |k| std::env::var(k).ok()) {
+    main_with_args(std::env::args().skip(1).collect());
+}
+
+/// [`main`] with the arguments given (without the program's name): for a process that is
+/// the proxy without being started through its own `main`, such as a test binary the chaos
+/// runtime copied into the proxy's container.
+pub fn main_with_args(args: Vec<String>) {
+    let config = match parse_args(args, |k| std::env::var(k).ok()) {
         Ok(Command::Run(config)) => config,
         Ok(Command::Help) => {
             print!("{USAGE}");

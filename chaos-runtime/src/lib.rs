@@ -29,6 +29,7 @@ pub mod docker;
 pub mod doctor;
 pub mod experiment;
 pub mod fault;
+mod helper;
 pub mod http;
 pub mod image;
 mod interrupt;

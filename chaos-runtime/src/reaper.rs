@@ -15,7 +15,7 @@
 //! `interrupt`); the reaper is for what no handler can catch.
 use crate::image;
 use crate::progress;
-use crate::stack::{Owner, fixture_binary};
+use crate::stack::Owner;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use testcontainers::bollard::Docker;
@@ -87,10 +87,15 @@ pub(crate) async fn ensure(docker: &Docker) {
 
 async fn start(docker: &Docker) -> Result<std::net::TcpStream, String> {
     let tag = image::ensure(docker).await.map_err(|e| e.to_string())?;
-    let bin = fixture_binary("chaos-proxy", "CHAOS_PROXY_BIN").map_err(|e| e.to_string())?;
-    let data = tokio::fs::read(&bin)
-        .await
-        .map_err(|e| format!("cannot read {}: {e}", bin.display()))?;
+    let bin = crate::helper::binary("chaos-proxy", "CHAOS_PROXY_BIN").map_err(|e| e.to_string())?;
+    let env = bin.env();
+    let path = bin.path;
+    let data = tokio::task::spawn_blocking(move || {
+        crate::system::loadable_part(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     let reach = crate::reach::detect(docker).await?;
     // From a job container: the reaper joins that container's network and is reached there.
     let network = match &reach {
@@ -119,6 +124,7 @@ async fn start(docker: &Docker) -> Result<std::net::TcpStream, String> {
             .to_vec(),
         ),
         labels: Some(HashMap::from([(LABEL_REAPER.to_string(), owner.clone())])),
+        env: Some(env),
         exposed_ports: Some(vec![PORT.to_string()]),
         host_config: Some(HostConfig {
             auto_remove: Some(true),

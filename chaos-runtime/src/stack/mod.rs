@@ -403,26 +403,33 @@ fn proxy_routes(
 
 /// The fault proxy as a service of the run: the `chaos-proxy` binary in the base image.
 fn proxy_service(cmd: Vec<String>) -> Result<system::Service, StackError> {
-    let path = fixture_binary("chaos-proxy", "CHAOS_PROXY_BIN")?;
+    let helper = crate::helper::binary("chaos-proxy", "CHAOS_PROXY_BIN")?;
+    let path = &helper.path;
     // Only what runs: a debug build's debug information is most of the file.
-    let bin = system::loadable_part(&path).map_err(|_| StackError::MissingBinary {
+    let bin = system::loadable_part(path).map_err(|_| StackError::MissingBinary {
         what: "chaos-proxy",
         path: path.display().to_string(),
         env: "CHAOS_PROXY_BIN",
     })?;
+    let self_as = helper.self_as.clone();
     let listens: Vec<u16> = cmd
         .iter()
         .filter_map(|a| a.split('=').nth(1)?.rsplit(':').next()?.parse().ok())
         .collect();
     let mut svc = system::Service::new(PROXY_ROLE, move |w: &Wiring| {
-        w.base_image()
+        let image = w
+            .base_image()
             .with_wait_for(WaitFor::message_on_stdout("chaos-proxy ready"))
             .with_copy_to(
                 testcontainers::CopyTargetOptions::new("/usr/local/bin/chaos-proxy")
                     .with_mode(0o755),
                 bin.clone(),
             )
-            .with_cmd(cmd.clone())
+            .with_cmd(cmd.clone());
+        match &self_as {
+            Some((k, v)) => image.with_env_var(k, v),
+            None => image,
+        }
     })
     .port(PROXY_API_PORT)
     .ready(system::Probe::http(PROXY_API_PORT, "/version"));

@@ -52,3 +52,29 @@ async fn the_site_comes_back_after_nginx_is_killed(run: ChaosRun) {
         run.timeline().render_text()
     );
 }
+
+// The fault proxy goes in front of nginx's port: every page is slower by the latency while it
+// lasts, and none fails. From crates.io this crate has no `chaos-proxy` binary of its own; the
+// test binary plays it (and the reaper, and the host agent when one is needed).
+#[chaos_test(
+    fault = "latency",
+    target = "web",
+    latency = "150ms",
+    duration = "2s",
+    recover_within = "5s"
+)]
+async fn pages_slow_down_by_the_injected_latency(run: ChaosRun) {
+    let m = run.metrics();
+    let (base, fault) = (
+        m.phase("baseline").expect("a baseline phase"),
+        m.phase("fault").expect("a fault phase"),
+    );
+    let text = run.timeline().render_text();
+    assert!(
+        fault.p50_ms >= base.p50_ms + 140.0,
+        "fault p50 {:.1} ms against baseline p50 {:.1} ms\n{text}",
+        fault.p50_ms,
+        base.p50_ms
+    );
+    assert_eq!(fault.failed, 0, "{text}");
+}
