@@ -8,7 +8,6 @@
 use crate::progress;
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 use testcontainers::bollard::Docker;
@@ -118,30 +117,31 @@ fn preflight(tag: &str) -> Result<(), ImageError> {
         what: what.to_string(),
         fix: fix.to_string(),
     };
+    // As root debootstrap runs in one go; otherwise its first stage runs under fakeroot and
+    // the second in a container (see build.sh).
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(missing(
-            "root (debootstrap and docker import run as root)",
-            "run the suite as root, or build the image once as root: `sudo cargo test`",
-        ));
-    }
-    for (tool, pkg) in [
-        ("debootstrap", "debootstrap"),
-        ("docker", "docker.io (the docker CLI)"),
-    ] {
-        if which(tool).is_none() {
+    let root = unsafe { libc::geteuid() } == 0;
+    let tools: &[(&str, &str)] = if root {
+        &[
+            ("debootstrap", "debootstrap"),
+            ("docker", "docker.io (the docker CLI)"),
+        ]
+    } else {
+        &[
+            ("debootstrap", "debootstrap"),
+            ("docker", "docker.io (the docker CLI)"),
+            (
+                "fakeroot",
+                "fakeroot (an ordinary user's image build unpacks Debian's packages under it)",
+            ),
+        ]
+    };
+    for (tool, pkg) in tools {
+        if crate::doctor::which(tool).is_none() {
             return Err(missing(tool, &format!("apt-get install -y {pkg}")));
         }
     }
     Ok(())
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(tool))
-            .find(|f| f.is_file())
-    })
 }
 
 fn build(tag: &str) -> Result<(), ImageError> {
@@ -160,7 +160,9 @@ fn build(tag: &str) -> Result<(), ImageError> {
     }
     progress::line(
         "image",
-        &format!("building {tag} from Debian packages (first use only, ~1 min)"),
+        &format!(
+            "building {tag} from Debian packages (first use only: ~1 min as root, ~3 min as another user)"
+        ),
     );
     let started = Instant::now();
     let mut child = Command::new("sh")
