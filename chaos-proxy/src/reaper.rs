@@ -55,6 +55,10 @@ pub fn serve(
     };
     if let Some(mut conn) = conn {
         conn.set_nonblocking(false)?;
+        // A process whose network vanished before its socket was closed (a CI job container
+        // torn down with its namespace) sends no FIN: keepalive probes end the wait instead,
+        // within ~11 s. A live process's kernel answers them, however busy the process is.
+        keepalive(&conn);
         let mut buf = [0u8; 64];
         // The process sends nothing: a read returns when the connection ends.
         while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
@@ -73,6 +77,35 @@ pub fn serve(
         total.containers, total.networks, total.volumes
     );
     Ok(total)
+}
+
+/// TCP keepalive on `conn`: first probe after 5 s idle, then every 2 s, dead after 3 unanswered.
+fn keepalive(conn: &std::net::TcpStream) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let fd = conn.as_raw_fd();
+        for (level, name, value) in [
+            (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+            (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 5),
+            (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 2),
+            (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3),
+        ] {
+            let v: libc::c_int = value;
+            // SAFETY: a valid socket, an int option and its size.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    level,
+                    name,
+                    (&v as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = conn;
 }
 
 /// Removes every container (with its anonymous volumes), network and volume labelled

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use testcontainers::bollard::Docker;
 use testcontainers::bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use testcontainers::bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectContainerOptions, StartContainerOptions,
+    CreateContainerOptionsBuilder, InspectContainerOptions, ListNetworksOptionsBuilder,
+    StartContainerOptions,
 };
 
 /// The label of a reaper container; its value is the owner it reaps for.
@@ -85,6 +86,34 @@ pub(crate) async fn ensure(docker: &Docker) {
     }
 }
 
+/// The network of the job container `own` that the reaper joins: one it was started on, never
+/// a run's (the job container joins each run's network, and a run's network goes with its
+/// run, which would leave the reaper without a way to see the process end).
+async fn job_network(docker: &Docker, own: &str) -> Option<String> {
+    let joined = docker
+        .inspect_container(own, None::<InspectContainerOptions>)
+        .await
+        .ok()?
+        .network_settings?
+        .networks?;
+    let filter = HashMap::from([("label", vec![crate::stack::LABEL_MANAGED])]);
+    let runs: Vec<String> = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::new().filters(&filter).build(),
+        ))
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|n| n.name)
+        .collect();
+    own_network(joined.into_keys(), &runs)
+}
+
+/// The first, by name, of `joined` that is not one of `runs`.
+fn own_network(joined: impl Iterator<Item = String>, runs: &[String]) -> Option<String> {
+    joined.filter(|n| !runs.contains(n)).min()
+}
+
 async fn start(docker: &Docker) -> Result<std::net::TcpStream, String> {
     let tag = image::ensure(docker).await.map_err(|e| e.to_string())?;
     let bin = crate::helper::binary("chaos-proxy", "CHAOS_PROXY_BIN").map_err(|e| e.to_string())?;
@@ -97,13 +126,9 @@ async fn start(docker: &Docker) -> Result<std::net::TcpStream, String> {
     .await
     .map_err(|e| e.to_string())??;
     let reach = crate::reach::detect(docker).await?;
-    // From a job container: the reaper joins that container's network and is reached there.
+    // From a job container: the reaper joins that container's own network and is reached there.
     let network = match &reach {
-        crate::reach::Reach::Direct { own } => docker
-            .inspect_container(own, None::<InspectContainerOptions>)
-            .await
-            .ok()
-            .and_then(|c| c.network_settings?.networks?.into_keys().next()),
+        crate::reach::Reach::Direct { own } => job_network(docker, own).await,
         crate::reach::Reach::Published { .. } => None,
     };
     let owner_id = Owner::current();
@@ -143,8 +168,13 @@ async fn start(docker: &Docker) -> Result<std::net::TcpStream, String> {
         }),
         ..Default::default()
     };
-    // Pid and pid namespace: job containers on one engine may each have a process 7.
-    let name = format!("chaos-reaper-{}-{}", owner_id.pid, owner_id.pid_ns);
+    // Pid and pid namespace: job containers on one engine may each have a process 7. And the
+    // start time: a pid namespace's number is reused once it is gone, and the reaper of the
+    // job container that had it may still be reaping.
+    let name = format!(
+        "chaos-reaper-{}-{}-{}",
+        owner_id.pid, owner_id.pid_ns, owner_id.start
+    );
     let opts = CreateContainerOptionsBuilder::new().name(&name).build();
     let created = docker
         .create_container(Some(opts), body)
@@ -257,4 +287,21 @@ fn docker_socket_on_daemon_host() -> String {
         .ok()
         .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
         .unwrap_or_else(|| "/var/run/docker.sock".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_network;
+
+    #[test]
+    fn the_reaper_joins_the_job_containers_own_network_never_a_runs() {
+        let runs = ["chaos-a-run-1a2b3c".to_string()];
+        let joined = ["chaos-a-run-1a2b3c", "ci-job"].map(String::from);
+        assert_eq!(
+            own_network(joined.into_iter(), &runs).as_deref(),
+            Some("ci-job")
+        );
+        let only_runs = ["chaos-a-run-1a2b3c"].map(String::from);
+        assert_eq!(own_network(only_runs.into_iter(), &runs), None);
+    }
 }
