@@ -130,14 +130,7 @@ impl Agent {
         let tag = image::ensure(docker).await.map_err(|e| e.to_string())?;
         let bin =
             crate::helper::binary("chaos-agent", "CHAOS_AGENT_BIN").map_err(|e| e.to_string())?;
-        let env = bin.env();
-        let path = bin.path;
-        let data = tokio::task::spawn_blocking(move || {
-            crate::system::loadable_part(&path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+        let (data, env) = (bin.loadable().await?, bin.env());
         let body = ContainerCreateBody {
             image: Some(tag),
             cmd: Some(vec!["/usr/local/bin/chaos-agent".into(), "session".into()]),

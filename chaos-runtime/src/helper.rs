@@ -27,6 +27,17 @@ pub(crate) struct HelperBinary {
 }
 
 impl HelperBinary {
+    /// What goes into the container: the file's loadable part, read off the async runtime.
+    pub async fn loadable(&self) -> Result<Vec<u8>, String> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::system::loadable_part(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
     /// `KEY=VALUE` entries for a container's environment.
     pub fn env(&self) -> Vec<String> {
         self.self_as

@@ -117,14 +117,7 @@ fn own_network(joined: impl Iterator<Item = String>, runs: &[String]) -> Option<
 async fn start(docker: &Docker) -> Result<std::net::TcpStream, String> {
     let tag = image::ensure(docker).await.map_err(|e| e.to_string())?;
     let bin = crate::helper::binary("chaos-proxy", "CHAOS_PROXY_BIN").map_err(|e| e.to_string())?;
-    let env = bin.env();
-    let path = bin.path;
-    let data = tokio::task::spawn_blocking(move || {
-        crate::system::loadable_part(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))
-    })
-    .await
-    .map_err(|e| e.to_string())??;
+    let (data, env) = (bin.loadable().await?, bin.env());
     let reach = crate::reach::detect(docker).await?;
     // From a job container: the reaper joins that container's own network and is reached there.
     let network = match &reach {
