@@ -284,6 +284,11 @@ fn free_port() -> Result<u16, StackError> {
         .port())
 }
 
+/// Whether a container's start failed because a host port it publishes is taken.
+fn port_taken(error: &str) -> bool {
+    error.contains("port is already allocated") || error.contains("address already in use")
+}
+
 /// Where [`free_port`] looks: (first port, how many), under the ephemeral range's `low` end.
 fn below_ephemeral(low: u32) -> (u32, u32) {
     if low > 20_000 {
@@ -537,7 +542,7 @@ impl Stack {
                 // The agent's start (~0.3 s) overlaps the services'; its error is kept for the
                 // fault that needs it, which says it with the fix.
                 let (waves, agent) = tokio::join!(
-                    stack.start_waves(system, proxy.as_ref(), pending, &labels),
+                    stack.start_waves(system, proxy.as_ref(), pending, &wiring, &labels),
                     crate::agent::Agent::start(docker, run_id, labels.clone())
                 );
                 let _ = stack.agent.set(agent.map(std::sync::Arc::new));
@@ -545,7 +550,7 @@ impl Stack {
             }
             Ok(()) => {
                 stack
-                    .start_waves(system, proxy.as_ref(), pending, &labels)
+                    .start_waves(system, proxy.as_ref(), pending, &wiring, &labels)
                     .await
             }
             Err(e) => Err(e),
@@ -645,6 +650,7 @@ impl Stack {
         system: &System,
         proxy: Option<&system::Service>,
         mut pending: BTreeMap<String, system::Pending>,
+        wiring: &Wiring,
         labels: &HashMap<String, String>,
     ) -> Result<(), StackError> {
         let mut waves = system.start_waves().map_err(StackError::System)?;
@@ -667,7 +673,7 @@ impl Stack {
             for svc in wave {
                 let req = pending.remove(&svc.role).expect("one request per role");
                 starts.push(async move {
-                    let r = this.start_one(svc, req, labels).await;
+                    let r = this.start_one(svc, req, wiring, labels).await;
                     (r, this.origin.ms())
                 });
             }
@@ -714,42 +720,80 @@ impl Stack {
         Ok(())
     }
 
+    /// Starts one service on published ports chosen free. A bind check cannot see a port
+    /// Docker's allocator still holds for a container being removed (seen in CI: "Bind for
+    /// 127.0.0.1:23509 failed: port is already allocated", as the previous run's stack went
+    /// away), so a start refused for its port is retried on other ports, twice at most, its
+    /// request made again from the service's declaration and the refused container removed.
     async fn start_one(
         &self,
         svc: &system::Service,
-        req: system::Pending,
+        mut req: system::Pending,
+        wiring: &Wiring,
         labels: &HashMap<String, String>,
     ) -> Result<(Service, Box<dyn std::any::Any + Send + Sync>), StackError> {
-        let mut ports = BTreeMap::new();
-        for p in &svc.ports {
-            ports.insert(*p, free_port()?);
-        }
         let name = format!("chaos-{}-{}", self.run_id, svc.role);
         let mut labels: BTreeMap<String, String> = labels.clone().into_iter().collect();
         labels.insert("chaos.role".into(), svc.role.clone());
-        let placement = Placement {
-            network: self.network.clone(),
-            name: name.clone(),
-            labels,
-            ports: ports.clone(),
-            publish_ip: self.reach.publish_ip(),
-            startup_timeout: svc.startup_timeout,
-        };
-        match req.start(placement).await {
-            Ok(started) => Ok((
-                Service {
-                    role: svc.role.clone(),
-                    name,
-                    id: started.id,
-                    ports,
-                },
-                started.handle,
-            )),
-            Err(source) => Err(StackError::Start {
-                role: svc.role.clone(),
-                logs: log_tail(&self.docker, &name, 20).await,
-                source: Box::new(source),
-            }),
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut ports = BTreeMap::new();
+            for p in &svc.ports {
+                ports.insert(*p, free_port()?);
+            }
+            let placement = Placement {
+                network: self.network.clone(),
+                name: name.clone(),
+                labels: labels.clone(),
+                ports: ports.clone(),
+                publish_ip: self.reach.publish_ip(),
+                startup_timeout: svc.startup_timeout,
+            };
+            match req.start(placement).await {
+                Ok(started) => {
+                    return Ok((
+                        Service {
+                            role: svc.role.clone(),
+                            name,
+                            id: started.id,
+                            ports,
+                        },
+                        started.handle,
+                    ));
+                }
+                Err(source) if attempt < 3 && port_taken(&source.to_string()) => {
+                    progress::line(
+                        "stack",
+                        &format!(
+                            "{}: {}'s published port was still held by Docker ({}); starting it again on other ports",
+                            self.run_id,
+                            svc.role,
+                            source.to_string().lines().next().unwrap_or_default()
+                        ),
+                    );
+                    let _ = self
+                        .docker
+                        .remove_container(
+                            &name,
+                            Some(
+                                RemoveContainerOptionsBuilder::new()
+                                    .force(true)
+                                    .v(true)
+                                    .build(),
+                            ),
+                        )
+                        .await;
+                    req = (svc.make)(wiring);
+                }
+                Err(source) => {
+                    return Err(StackError::Start {
+                        role: svc.role.clone(),
+                        logs: log_tail(&self.docker, &name, 20).await,
+                        source: Box::new(source),
+                    });
+                }
+            }
         }
     }
 
