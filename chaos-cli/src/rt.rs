@@ -5,6 +5,7 @@ pub use chaos_runtime::doctor::probe_all as probe_host;
 pub use chaos_runtime::progress::{FILE_ENV as PROGRESS_FILE_ENV, Record, What, phases};
 pub use chaos_runtime::report::Summary;
 pub use chaos_runtime::report::fmt::civil;
+pub use chaos_runtime::slots::prestart;
 pub use chaos_runtime::stack::LABEL_MANAGED;
 use std::path::{Path, PathBuf};
 

@@ -233,8 +233,9 @@ pub fn run(
             args,
         )
     };
-    // The next target's binary is started while the current one removes its last stack (see
-    // `follow`); its experiments wait for the machine's chaos slot, so none overlap a measurement.
+    // The next target's binary is started once the current one's last stack has started (see
+    // `follow`): its first stack starts while that one measures; its experiments measure only
+    // once they hold the machine's chaos slot.
     let mut next: Option<Result<Spawned, String>> = None;
     for (i, (t, expected)) in plan.iter().enumerate() {
         let shown = std::iter::once(display_path(&t.binary.executable, root))
@@ -255,7 +256,7 @@ pub fn run(
             }
         };
         let following = plan.get(i + 1).map(|(t, _)| *t);
-        let mut measured = || {
+        let mut staged = || {
             if let Some(n) = following
                 && next.is_none()
             {
@@ -271,7 +272,7 @@ pub fn run(
             args,
             ui,
             &mut suite,
-            &mut measured,
+            &mut staged,
         );
         let ok = r.exit.is_some_and(|s| s.success());
         if !ok {
@@ -401,9 +402,10 @@ fn spawn_one(
 }
 
 /// Follows a started target to its end: its progress records and output lines to the display
-/// and the log, its tests' results. `measured` is called once, when every expected test has
-/// reached its verdict (its stack is being removed, its slot given back): the runner starts
-/// the next target then, so that its start-up and this target's teardown overlap.
+/// and the log, its tests' results. `staged` is called once, when every expected test has
+/// started its stack (reached its baseline, or ended): the runner starts the next target then,
+/// so that its start-up and its first stack's start overlap this target's last measuring (its
+/// experiments take the machine's slot only once this target's last one gives it back).
 #[allow(clippy::too_many_arguments)]
 fn follow(
     root: &Path,
@@ -414,7 +416,7 @@ fn follow(
     args: &RunArgs,
     ui: &mut Ui,
     suite: &mut Suite,
-    measured: &mut dyn FnMut(),
+    staged: &mut dyn FnMut(),
 ) -> TargetRun {
     let target = &t.binary.target;
     let Spawned {
@@ -441,6 +443,7 @@ fn follow(
     for name in expected {
         r.test(name);
     }
+    let prestart = rt::prestart();
     let base_done = suite.done;
     let mut tail = Tail::new(progress_file);
     let mut exited_at: Option<Instant> = None;
@@ -475,9 +478,14 @@ fn follow(
         for rec in tail.read() {
             on_record(&mut r, rec, ui, args.verbose);
         }
-        if !told && all_measured(&r, expected) {
+        let ready_for_next = if prestart {
+            all_staged(&r, expected)
+        } else {
+            all_measured(&r, expected)
+        };
+        if !told && ready_for_next {
             told = true;
-            measured();
+            staged();
         }
         if r.exit.is_none()
             && let Ok(Some(st)) = child.try_wait()
@@ -520,7 +528,19 @@ fn follow(
     r
 }
 
-/// Whether every expected test has reached its verdict phase or has its harness result.
+/// Whether every expected test has started its stack: it reached a phase after the stack's
+/// start, or has its harness result.
+fn all_staged(r: &TargetRun, expected: &[String]) -> bool {
+    !expected.is_empty()
+        && expected.iter().all(|name| {
+            r.tests.get(name).is_some_and(|t| {
+                t.result.is_some() || t.phases.iter().any(|(p, _)| p != phases::STACK_STARTING)
+            })
+        })
+}
+
+/// Whether every expected test has reached its verdict phase or has its harness result (when
+/// stacks do not start early, without `CHAOS_PRESTART=1`: the next target starts then).
 fn all_measured(r: &TargetRun, expected: &[String]) -> bool {
     !expected.is_empty()
         && expected.iter().all(|name| {

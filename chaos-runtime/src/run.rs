@@ -89,9 +89,24 @@ async fn run_async(
         .await
         .is_ok_and(|r| r.engine_is_local());
     needs(spec, mode, local_engine)?;
-    crate::reaper::ensure(&docker).await;
-    sweep_left_behind(&docker).await;
-    let slot = slots::acquire().await?;
+    // With `CHAOS_PRESTART=1` the stack starts while another run may still be measuring (one
+    // staged stack per slot), though never inside that run's quiet windows (see `slots`); the
+    // measuring begins only once this run holds a slot of its own.
+    let (stage, noisy) = if slots::prestart() {
+        let stage = slots::acquire_stage().await?;
+        let noisy = slots::noisy().await?;
+        crate::reaper::ensure(&docker).await;
+        sweep_left_behind(&docker).await;
+        (Staging::Stage(stage), noisy)
+    } else {
+        // The reaper's start and the sweep overlap the previous run's teardown.
+        crate::reaper::ensure(&docker).await;
+        sweep_left_behind(&docker).await;
+        (
+            Staging::Slot(slots::acquire().await?),
+            slots::noisy().await?,
+        )
+    };
     let id = run_id(spec);
     *active_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
     progress::line(
@@ -107,7 +122,7 @@ async fn run_async(
     // that said, within seconds, instead of each step timing out on its own.
     let held = active.clone();
     tokio::select! {
-        r = staged(spec, body, &system, checked, &docker, &id, active, slot) => r,
+        r = staged(spec, body, &system, checked, &docker, &id, active, (stage, noisy)) => r,
         what = async {
             // Said before the dropped pipeline's heals run (they give up within seconds now).
             let what = format!(
@@ -123,9 +138,11 @@ async fn run_async(
     }
 }
 
-/// The run once its slot is held: stack, experiment, verdict. The slot is given back before
-/// the stack's teardown: removing containers measures nothing, so the next run's stack starts
-/// meanwhile (removal only touches this run's labelled resources).
+/// The run once its slot (or, with `CHAOS_PRESTART=1`, its staging place) is held: stack, then
+/// (once a slot is held) experiment and verdict. A staged stack starts before the slot is
+/// free, overlapping the end of the previous run's measuring. The slot is given back before the
+/// stack's teardown: removing containers measures nothing (removal only touches this run's
+/// labelled resources).
 #[allow(clippy::too_many_arguments)]
 async fn staged(
     spec: &'static Spec,
@@ -135,10 +152,35 @@ async fn staged(
     docker: &testcontainers::bollard::Docker,
     id: &str,
     active: Arc<std::sync::Mutex<Option<Arc<Stack>>>>,
-    slot: slots::Slot,
+    (stage, noisy): (Staging, slots::Noisy),
 ) -> Result<(), Failure> {
     let stack = Arc::new(Stack::start(docker, system, &checked.plan, id).await?);
     *active.lock().unwrap_or_else(|e| e.into_inner()) = Some(stack.clone());
+    let (slot, quiet) = match stage {
+        Staging::Slot(slot) => {
+            drop(noisy);
+            (slot, None)
+        }
+        Staging::Stage(stage) => {
+            let held = async {
+                let intent = slots::intent(&stage).await?;
+                drop(noisy);
+                let slot = slots::acquire().await?;
+                let quiet = slots::quiet(&slot).await?;
+                drop(intent);
+                Ok::<_, slots::LockError>((slot, Some(quiet)))
+            }
+            .await;
+            drop(stage);
+            match held {
+                Ok(held) => held,
+                Err(e) => {
+                    stack.teardown().await;
+                    return Err(e.into());
+                }
+            }
+        }
+    };
     progress::phase(spec.name, progress::phases::BASELINE, "stack ready");
 
     let result = AssertUnwindSafe(experiment(
@@ -147,6 +189,7 @@ async fn staged(
         &checked,
         stack.clone(),
         docker.clone(),
+        quiet,
     ))
     .catch_unwind()
     .await;
@@ -165,6 +208,13 @@ async fn staged(
     };
     let invariants = system.invariants.clone();
     verdict(spec, timeline, acked, stack, invariants, body, slot).await
+}
+
+/// What a run holds while its stack starts: the slot itself, or, with `CHAOS_PRESTART=1`, a
+/// staging place (the slot is taken once the stack is up).
+enum Staging {
+    Stage(slots::Slot),
+    Slot(slots::Slot),
 }
 
 /// The daemon stopped answering mid-run (said already, as `what`): wait (bounded) for it to
@@ -356,6 +406,7 @@ async fn experiment(
     checked: &Checked,
     stack: Arc<Stack>,
     docker: testcontainers::bollard::Docker,
+    quiet: Option<slots::Slot>,
 ) -> Result<(Timeline, Vec<Ack>), Failure> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Observation>();
     let observers = start_observers(&stack, docker, checked.mode, tx.clone()).await?;
@@ -409,6 +460,8 @@ async fn experiment(
             return Err(e.into());
         }
     };
+    // Healed: the windows the hypotheses compare are over; the next run's stack may start.
+    drop(quiet);
     let heal_ms = faults
         .iter()
         .filter_map(|f| f.healed_ms)
@@ -849,21 +902,23 @@ async fn verdict(
     };
     let body_result = AssertUnwindSafe(body(run.clone())).catch_unwind().await;
     let failed = budget_failure.is_some() || body_result.is_err();
-    // Nothing after this point is measured: the next run takes the slot while this one renders
-    // its report page and removes its stack, both at once. (`chaos run` starts the next test
-    // binary once every test of this one has reached its verdict.)
+    // Nothing after this point is measured: the next run takes the slot, and this one renders
+    // its report page and removes its stack, both at once (with `CHAOS_PRESTART=1` once that
+    // run's quiet windows are over; at once when no run waits).
     progress::phase(
         spec.name,
         progress::phases::VERDICT,
         if failed { "fail" } else { "pass" },
     );
     drop(slot);
+    let noisy = slots::noisy().await.ok();
     let page = {
         let journal = journal_path.clone();
         tokio::task::spawn_blocking(move || crate::report::after_run(journal.as_deref()))
     };
-    finish_stack(&stack, failed).await;
+    finish_stack_now(&stack, failed).await;
     let _ = page.await;
+    drop(noisy);
     if let Some(p) = &journal_path {
         progress::line("run", &format!("journal: {}", p.display()));
     }
@@ -896,7 +951,15 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(a non-text panic)".into())
 }
 
+/// Removes (or, with `CHAOS_KEEP`, keeps) a failed run's stack, outside any other run's quiet
+/// windows.
 async fn finish_stack(stack: &Stack, failed: bool) {
+    let noisy = slots::noisy().await.ok();
+    finish_stack_now(stack, failed).await;
+    drop(noisy);
+}
+
+async fn finish_stack_now(stack: &Stack, failed: bool) {
     if failed && std::env::var_os("CHAOS_KEEP").is_some_and(|v| v != "0") {
         progress::line("stack", &stack.keep());
     } else {
