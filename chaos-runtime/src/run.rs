@@ -168,6 +168,7 @@ async fn staged(
                 let slot = slots::acquire().await?;
                 let quiet = slots::quiet(&slot).await?;
                 drop(intent);
+                stack.promote().await;
                 Ok::<_, slots::LockError>((slot, Some(quiet)))
             }
             .await;

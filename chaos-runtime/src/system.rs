@@ -491,6 +491,8 @@ pub(crate) struct Placement {
     /// Where ports are published (see `crate::reach`).
     pub publish_ip: &'static str,
     pub startup_timeout: Duration,
+    /// A CPU weight for a stack started beside a measurement (unless the service sets one).
+    pub cpu_shares: Option<i64>,
 }
 
 /// A started container, with the handle testcontainers gave (kept alive, forgotten at teardown).
@@ -515,6 +517,7 @@ impl Pending {
             Box::pin(async move {
                 let user_modifier = req.host_config_modifier().cloned();
                 let publish_ip = p.publish_ip;
+                let cpu_shares = p.cpu_shares;
                 let bindings: std::collections::HashMap<String, Option<Vec<_>>> = p
                     .ports
                     .iter()
@@ -536,6 +539,9 @@ impl Pending {
                     .with_host_config_modifier(move |hc| {
                         if let Some(m) = &user_modifier {
                             m(hc);
+                        }
+                        if hc.cpu_shares.is_none() {
+                            hc.cpu_shares = cpu_shares;
                         }
                         hc.publish_all_ports = Some(false);
                         hc.port_bindings = Some(bindings.clone());

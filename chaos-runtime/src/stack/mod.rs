@@ -284,6 +284,10 @@ fn free_port() -> Result<u16, StackError> {
         .port())
 }
 
+/// The CPU weight (cgroup v1 `cpu.shares`, the lowest Docker accepts) of a stack started while
+/// another run measures: it starts on what that run leaves idle.
+const STAGED_CPU_SHARES: i64 = 2;
+
 /// Whether a container's start failed because a host port it publishes is taken.
 fn port_taken(error: &str) -> bool {
     error.contains("port is already allocated") || error.contains("address already in use")
@@ -749,6 +753,7 @@ impl Stack {
                 ports: ports.clone(),
                 publish_ip: self.reach.publish_ip(),
                 startup_timeout: svc.startup_timeout,
+                cpu_shares: crate::slots::prestart().then_some(STAGED_CPU_SHARES),
             };
             match req.start(placement).await {
                 Ok(started) => {
@@ -793,6 +798,28 @@ impl Stack {
                         source: Box::new(source),
                     });
                 }
+            }
+        }
+    }
+
+    /// Gives a stack started beside a measurement (at [`STAGED_CPU_SHARES`]) the default CPU
+    /// weight, now that it measures itself.
+    pub(crate) async fn promote(&self) {
+        let updates = self.services.values().map(|s| {
+            self.docker.update_container(
+                &s.id,
+                testcontainers::bollard::models::ContainerUpdateBody {
+                    cpu_shares: Some(1024),
+                    ..Default::default()
+                },
+            )
+        });
+        for r in futures::future::join_all(updates).await {
+            if let Err(e) = r {
+                progress::line(
+                    "stack",
+                    &format!("{}: cpu weight not restored: {e}", self.run_id),
+                );
             }
         }
     }
