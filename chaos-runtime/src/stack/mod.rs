@@ -288,6 +288,16 @@ fn free_port() -> Result<u16, StackError> {
 /// another run measures: it starts on what that run leaves idle.
 const STAGED_CPU_SHARES: i64 = 2;
 
+/// Removes a container (by id or name), running or not, with its anonymous volumes; whether
+/// the engine said it did.
+async fn force_remove(docker: &Docker, container: &str) -> bool {
+    let opts = RemoveContainerOptionsBuilder::new()
+        .force(true)
+        .v(true)
+        .build();
+    docker.remove_container(container, Some(opts)).await.is_ok()
+}
+
 /// Whether a container's start failed because a host port it publishes is taken.
 fn port_taken(error: &str) -> bool {
     error.contains("port is already allocated") || error.contains("address already in use")
@@ -777,18 +787,7 @@ impl Stack {
                             source.to_string().lines().next().unwrap_or_default()
                         ),
                     );
-                    let _ = self
-                        .docker
-                        .remove_container(
-                            &name,
-                            Some(
-                                RemoveContainerOptionsBuilder::new()
-                                    .force(true)
-                                    .v(true)
-                                    .build(),
-                            ),
-                        )
-                        .await;
+                    force_remove(&self.docker, &name).await;
                     req = (svc.make)(wiring);
                 }
                 Err(source) => {
@@ -1179,17 +1178,7 @@ impl Stack {
         let removals = ids.into_iter().map(|id| {
             let docker = self.docker.clone();
             async move {
-                let _ = docker
-                    .remove_container(
-                        &id,
-                        Some(
-                            RemoveContainerOptionsBuilder::new()
-                                .force(true)
-                                .v(true)
-                                .build(),
-                        ),
-                    )
-                    .await;
+                force_remove(&docker, &id).await;
             }
         });
         let _ = tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(removals))
@@ -1336,11 +1325,7 @@ async fn remove_labelled(
         if pick(c.labels.as_ref())
             && let Some(id) = c.id
         {
-            let opts = RemoveContainerOptionsBuilder::new()
-                .force(true)
-                .v(true)
-                .build();
-            removed += usize::from(docker.remove_container(&id, Some(opts)).await.is_ok());
+            removed += usize::from(force_remove(docker, &id).await);
         }
     }
     let networks = ListNetworksOptionsBuilder::new().filters(&filter).build();
