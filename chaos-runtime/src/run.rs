@@ -461,7 +461,8 @@ async fn experiment(
             return Err(e.into());
         }
     };
-    // Healed: the windows the hypotheses compare are over; the next run's stack may start.
+    // Healed: the baseline and fault windows are over; with `CHAOS_PRESTART=1` the next run's
+    // stack may start now (beside the recovery windows, which it disturbs on 2 cores).
     drop(quiet);
     let heal_ms = faults
         .iter()

@@ -10,7 +10,8 @@
 //! work around a measurement:
 //! - a *staging place* (`chaos-stage-N`): the right to start a stack before holding a slot;
 //! - *quiet* (`chaos-quiet-N`): held exclusively by the run of slot N from its baseline until its
-//!   faults are healed, the windows its hypotheses compare; *noisy* work (a stack's start, a
+//!   faults are healed (its baseline and fault windows; the recovery windows after stay
+//!   exposed, which is why this is opt-in); *noisy* work (a stack's start, a
 //!   stack's removal, a report page, a reaper's start) holds it shared, so it waits for them;
 //! - *intent* (`chaos-intent-N`): held by a staged run from its stack being ready until it
 //!   holds quiet, so that the run it waits for cannot begin its noisy teardown in the moment
