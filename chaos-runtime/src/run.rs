@@ -580,7 +580,8 @@ async fn wait_baseline(
     };
     let deadline_ms = steady.baseline_deadline.as_secs_f64() * 1000.0;
     let start = loop {
-        if let Some(t) = hyp.first_holding(&workload.samples(), 500.0, clock.now_ms()) {
+        let settled = workload.settled_ms();
+        if let Some(t) = hyp.first_holding(&workload.samples(), 500.0, settled) {
             break t;
         }
         if clock.now_ms() > deadline_ms {
@@ -589,7 +590,7 @@ async fn wait_baseline(
                 deadline_ms / 1000.0
             ));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
     };
     let base: Vec<f64> = workload
         .samples()
@@ -751,16 +752,17 @@ async fn wait_recovery(
     let timeout_ms = workload.request_timeout.as_secs_f64() * 1000.0;
     let deadline = heal_ms + spec.recover_within_ms as f64 + hyp.window_ms + timeout_ms + 2000.0;
     loop {
-        // Only windows whose requests have all completed (started > one timeout ago).
-        if let Some(t) =
-            hyp.first_holding(&workload.samples(), heal_ms, clock.now_ms() - timeout_ms)
-        {
+        // Only windows whose requests have all completed: those that end before the oldest
+        // request still in flight (the same windows, and the same verdict, as waiting out a
+        // whole request timeout, found that much sooner).
+        let settled = workload.settled_ms();
+        if let Some(t) = hyp.first_holding(&workload.samples(), heal_ms, settled) {
             return Some(t);
         }
         if clock.now_ms() > deadline {
             return None;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 

@@ -284,6 +284,8 @@ pub struct SteadyState {
     /// How long the hypothesis must hold before the fault is injected (default 2 s).
     pub baseline_window: Duration,
     /// How long it must hold after heal for the system to count as recovered (default 1 s).
+    /// The run ends as soon as the first such window is final: every request that started in
+    /// it has completed (a request still in flight holds it open, up to its timeout).
     pub recovery_window: Duration,
     /// The latency ceiling of the recovery window.
     pub p99: Ceiling,

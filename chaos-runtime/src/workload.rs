@@ -395,6 +395,11 @@ pub(crate) struct Running {
     stop: Arc<AtomicBool>,
     panicked: Panicked,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Per client, the start (monotonic ns) of its request in flight. A client takes its start
+    /// under this lock and clears it only after its sample is recorded, so [`Running::settled_ms`]
+    /// can say up to when the samples are final.
+    inflight: Arc<Mutex<Vec<Option<u64>>>>,
+    t0_ns: u64,
     pub(crate) request_timeout: Duration,
 }
 
@@ -415,7 +420,10 @@ impl Running {
         let timeout = workload.request_timeout();
         let pace = workload.pace();
         let mut tasks = Vec::new();
-        for _ in 0..workload.clients().max(1) {
+        let clients = workload.clients().max(1);
+        let inflight = Arc::new(Mutex::new(vec![None; clients]));
+        for client in 0..clients {
+            let inflight = inflight.clone();
             let (samples, acked, stop, seq, cx, workload, panicked) = (
                 samples.clone(),
                 acked.clone(),
@@ -429,7 +437,12 @@ impl Running {
                 use futures::FutureExt;
                 while !stop.load(Ordering::Relaxed) {
                     let n = seq.fetch_add(1, Ordering::Relaxed);
-                    let start = mono_ns();
+                    let start = {
+                        let mut inflight = inflight.lock().unwrap();
+                        let start = mono_ns();
+                        inflight[client] = Some(start);
+                        start
+                    };
                     let request = std::panic::AssertUnwindSafe(workload.request(&cx, n));
                     let out = match tokio::time::timeout(timeout, request.catch_unwind()).await {
                         Ok(Ok(out)) => out,
@@ -456,6 +469,7 @@ impl Running {
                         class: out.failure.map(|f| f.class),
                         tags: out.tags,
                     });
+                    inflight.lock().unwrap()[client] = None;
                     tokio::time::sleep(pace).await;
                 }
             }));
@@ -466,8 +480,22 @@ impl Running {
             stop,
             panicked,
             tasks,
+            inflight,
+            t0_ns,
             request_timeout: timeout,
         })
+    }
+
+    /// The instant (ms on the run's clock) before which every request has completed: the
+    /// start of the oldest request still in flight, else now. Samples that started before it
+    /// are all recorded, so a window that ends by then is final (read this before
+    /// [`Running::samples`]). Waiting a whole request timeout instead, as the run did, is
+    /// only needed while a request hangs.
+    pub(crate) fn settled_ms(&self) -> f64 {
+        let inflight = self.inflight.lock().unwrap();
+        let now = mono_ns();
+        let oldest = inflight.iter().flatten().copied().fold(now, u64::min);
+        oldest.saturating_sub(self.t0_ns) as f64 / 1e6
     }
 
     /// A copy of the samples so far (completed requests only). Raises a client's panic here,
@@ -489,5 +517,86 @@ impl Running {
         let acked = std::mem::take(&mut *self.acked.lock().unwrap());
         raise(&self.panicked);
         (samples, acked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Request 0 hangs until released; every other request answers at once.
+    struct OneHangs(Arc<tokio::sync::Notify>);
+
+    impl Workload for OneHangs {
+        fn request<'a>(&'a self, _cx: &'a WorkloadCx, seq: u64) -> BoxFuture<'a, Outcome> {
+            Box::pin(async move {
+                if seq == 0 {
+                    self.0.notified().await;
+                }
+                Outcome::ok()
+            })
+        }
+        fn clients(&self) -> usize {
+            2
+        }
+        fn pace(&self) -> Duration {
+            Duration::from_millis(2)
+        }
+    }
+
+    #[tokio::test]
+    async fn samples_are_settled_up_to_the_oldest_request_in_flight() {
+        let release = Arc::new(tokio::sync::Notify::new());
+        let t0 = mono_ns();
+        let running = Running::start(
+            Arc::new(OneHangs(release.clone())),
+            WorkloadCx {
+                addrs: BTreeMap::new(),
+                http: crate::http::client(),
+            },
+            t0,
+        )
+        .await
+        .unwrap();
+        // The other client completes requests while request 0 hangs.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while running.samples().len() < 20 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no requests completed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let settled = running.settled_ms();
+        let completed = running.samples();
+        let latest = completed.iter().map(|s| s.t_ms).fold(0.0, f64::max);
+        assert!(
+            settled < latest,
+            "settled at {settled} ms although a request from before {latest} ms is in flight"
+        );
+        release.notify_one();
+        while running.samples().len() <= completed.len() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "request 0 never completed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let settled_after = running.settled_ms();
+        assert!(
+            settled_after > latest,
+            "settled at {settled_after} ms with nothing hanging"
+        );
+        let (all, _) = running.stop().await;
+        // While it hung, the settled instant was its start: every request that started
+        // before had been recorded.
+        let hung = all.iter().find(|s| s.latency_ms > 20.0).expect("request 0");
+        assert_eq!(settled, hung.t_ms);
+        let before = all.iter().filter(|s| s.t_ms < settled).count();
+        let recorded = completed.iter().filter(|s| s.t_ms < settled).count();
+        assert_eq!(
+            before, recorded,
+            "a request from before {settled} ms was missing"
+        );
     }
 }
