@@ -400,6 +400,10 @@ impl Clock {
     }
 }
 
+/// The workload's warm-up before a baseline window may begin (connections made, caches
+/// primed), and at least until the observers watch.
+const WARM_UP_MS: f64 = 500.0;
+
 /// Everything between a started stack and the verdict.
 async fn experiment(
     spec: &'static Spec,
@@ -410,26 +414,57 @@ async fn experiment(
     quiet: Option<slots::Slot>,
 ) -> Result<(Timeline, Vec<Ack>), Failure> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Observation>();
-    let observers = start_observers(&stack, docker, checked.mode, tx.clone()).await?;
     let clock = Clock { t0: mono_ns() };
     let started_unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let pg_sampler = start_pg_sampler(spec, &stack, &tx).await?;
-    let workload = Running::start(
-        checked.workload.clone(),
-        WorkloadCx {
-            addrs: stack.client_addrs(),
-            http: crate::http::client(),
+    // The observers load (eBPF verification, a Docker event stream) while the workload prepares
+    // and warms up; the baseline begins once both are done and the warm-up is over.
+    let (observers, started) = tokio::join!(
+        async {
+            let observers = start_observers(&stack, docker, checked.mode, tx.clone()).await;
+            (observers, clock.now_ms())
         },
-        clock.t0,
-    )
-    .await
-    .map_err(|e| Failure::Message(format!("preparing the workload failed: {e}")))?;
+        async {
+            let pg_sampler = start_pg_sampler(spec, &stack, &tx).await?;
+            let workload = Running::start(
+                checked.workload.clone(),
+                WorkloadCx {
+                    addrs: stack.client_addrs(),
+                    http: crate::http::client(),
+                },
+                clock.t0,
+            )
+            .await;
+            match workload {
+                Ok(w) => Ok((pg_sampler, w)),
+                Err(e) => {
+                    if let Some(s) = pg_sampler {
+                        s.stop().await;
+                    }
+                    Err(Failure::Message(format!(
+                        "preparing the workload failed: {e}"
+                    )))
+                }
+            }
+        }
+    );
+    let (pg_sampler, workload) = started?;
+    let (observers, observed_ms) = match observers {
+        (Ok(o), at) => (o, at),
+        (Err(e), _) => {
+            let _ = workload.stop().await;
+            if let Some(s) = pg_sampler {
+                s.stop().await;
+            }
+            return Err(e);
+        }
+    };
 
+    let warmed_ms = observed_ms.max(WARM_UP_MS);
     let (baseline_start, recovery_hyp) =
-        match wait_baseline(&checked.steady, &workload, clock).await {
+        match wait_baseline(&checked.steady, &workload, clock, warmed_ms).await {
             Ok(x) => x,
             Err(why) => {
                 let samples = workload.stop().await.0;
@@ -570,6 +605,7 @@ async fn wait_baseline(
     steady: &SteadyState,
     workload: &Running,
     clock: Clock,
+    warmed_ms: f64,
 ) -> Result<(f64, Hypothesis), String> {
     let window_ms = steady.baseline_window.as_secs_f64() * 1000.0;
     let hyp = Hypothesis {
@@ -581,7 +617,7 @@ async fn wait_baseline(
     let deadline_ms = steady.baseline_deadline.as_secs_f64() * 1000.0;
     let start = loop {
         let settled = workload.settled_ms();
-        if let Some(t) = hyp.first_holding(&workload.samples(), 500.0, settled) {
+        if let Some(t) = workload.with_samples(|s| hyp.first_holding(s, warmed_ms, settled)) {
             break t;
         }
         if clock.now_ms() > deadline_ms {
@@ -592,12 +628,13 @@ async fn wait_baseline(
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
-    let base: Vec<f64> = workload
-        .samples()
-        .iter()
-        .filter(|s| s.t_ms >= start && s.t_ms < start + window_ms)
-        .map(|s| s.latency_ms)
-        .collect();
+    let base: Vec<f64> = workload.with_samples(|samples| {
+        samples
+            .iter()
+            .filter(|s| s.t_ms >= start && s.t_ms < start + window_ms)
+            .map(|s| s.latency_ms)
+            .collect()
+    });
     let base_p99 = percentile(base.iter().copied(), 0.99);
     let max_p99_ms = match steady.p99 {
         Ceiling::FromBaseline { factor, plus } => {
@@ -756,7 +793,7 @@ async fn wait_recovery(
         // request still in flight (the same windows, and the same verdict, as waiting out a
         // whole request timeout, found that much sooner).
         let settled = workload.settled_ms();
-        if let Some(t) = hyp.first_holding(&workload.samples(), heal_ms, settled) {
+        if let Some(t) = workload.with_samples(|s| hyp.first_holding(s, heal_ms, settled)) {
             return Some(t);
         }
         if clock.now_ms() > deadline {

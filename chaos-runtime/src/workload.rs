@@ -489,7 +489,7 @@ impl Running {
     /// The instant (ms on the run's clock) before which every request has completed: the
     /// start of the oldest request still in flight, else now. Samples that started before it
     /// are all recorded, so a window that ends by then is final (read this before
-    /// [`Running::samples`]). Waiting a whole request timeout instead, as the run did, is
+    /// [`Running::with_samples`]). Waiting a whole request timeout instead, as the run did, is
     /// only needed while a request hangs.
     pub(crate) fn settled_ms(&self) -> f64 {
         let inflight = self.inflight.lock().unwrap();
@@ -498,12 +498,14 @@ impl Running {
         oldest.saturating_sub(self.t0_ns) as f64 / 1e6
     }
 
-    /// A copy of the samples so far (completed requests only). Raises a client's panic here,
-    /// where the run looks at its workload, so it unwinds through the run's guards (the fault
-    /// is healed, the stack removed) instead of the run waiting out its deadlines.
-    pub(crate) fn samples(&self) -> Vec<Sample> {
+    /// `f` over the samples so far (completed requests), in place: the run polls this while it
+    /// waits for a window, and a copy of every sample (tags and error texts included) each
+    /// poll would cost the machine more than the measurement it waits for. Raises a client's
+    /// panic here, where the run looks at its workload, so it unwinds through the run's guards
+    /// (the fault is healed, the stack removed) instead of the run waiting out its deadlines.
+    pub(crate) fn with_samples<T>(&self, f: impl FnOnce(&[Sample]) -> T) -> T {
         raise(&self.panicked);
-        self.samples.lock().unwrap().clone()
+        f(&self.samples.lock().unwrap())
     }
 
     /// Stops the clients (waits for in-flight requests, bounded by their timeout).
@@ -560,7 +562,7 @@ mod tests {
         .unwrap();
         // The other client completes requests while request 0 hangs.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while running.samples().len() < 20 {
+        while running.with_samples(<[Sample]>::len) < 20 {
             assert!(
                 std::time::Instant::now() < deadline,
                 "no requests completed"
@@ -568,14 +570,14 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let settled = running.settled_ms();
-        let completed = running.samples();
+        let completed = running.with_samples(<[Sample]>::to_vec);
         let latest = completed.iter().map(|s| s.t_ms).fold(0.0, f64::max);
         assert!(
             settled < latest,
             "settled at {settled} ms although a request from before {latest} ms is in flight"
         );
         release.notify_one();
-        while running.samples().len() <= completed.len() {
+        while running.with_samples(<[Sample]>::len) <= completed.len() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "request 0 never completed"
