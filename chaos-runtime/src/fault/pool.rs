@@ -141,6 +141,9 @@ const SPARES: usize = 12;
 const SPARE_MAX_AGE: Duration = Duration::from_secs(30);
 /// How long to watch for terminated backends to free their slots.
 const FREE_WAIT: Duration = Duration::from_millis(50);
+/// How long the injection waits for the last terminated backends' slots before it says what
+/// it holds.
+const FULL_WAIT: Duration = Duration::from_secs(1);
 
 /// The held connections, shared with the healing so that it drops them all at once, without
 /// waiting for the keeper: the slots free the moment the heal begins.
@@ -317,6 +320,23 @@ impl Hog {
         raw.into_iter().chain(fresh).collect()
     }
 
+    /// After the eviction: takes the slots of terminated backends that exited only after
+    /// [`Hog::take_freed`] stopped waiting (on a loaded host a backend takes longer than
+    /// `FREE_WAIT` to go), and evicts whoever slipped into one, until the server is full or
+    /// `FULL_WAIT` has passed. The keeper would take them a moment later; this makes the
+    /// `pool_exhausted` event say what the fault holds once it is whole. Returns the occupancy.
+    async fn fill_freed(&mut self) -> Result<(usize, usize), FaultError> {
+        let until = Instant::now() + FULL_WAIT;
+        loop {
+            let (used, max) = self.occupancy().await?;
+            if used >= max || Instant::now() >= until {
+                return Ok((used, max));
+            }
+            self.take_freed(max - used).await?;
+            self.evict().await?;
+        }
+    }
+
     /// Terminates the others and takes their slots, until none is left (bounded).
     async fn evict(&mut self) -> Result<(usize, Vec<String>), FaultError> {
         let mut total = 0;
@@ -408,7 +428,7 @@ pub async fn inject_armed(cx: &Arc<FaultCx>, armed: Armed) -> Result<Injected, F
     // the clients already connected follows; `backends_terminated` is stamped when it is done.)
     super::in_effect();
     let (terminated, apps) = hog.evict().await?;
-    let (used, max) = hog.occupancy().await?;
+    let (used, max) = hog.fill_freed().await?;
     cx.event(
         "pool_exhausted",
         &role,
