@@ -404,6 +404,9 @@ impl Clock {
 /// primed), and at least until the observers watch.
 const WARM_UP_MS: f64 = 500.0;
 
+/// How often the baseline and recovery waits look for a final window that holds.
+const WINDOW_POLL: Duration = Duration::from_millis(25);
+
 /// Everything between a started stack and the verdict.
 async fn experiment(
     spec: &'static Spec,
@@ -616,8 +619,7 @@ async fn wait_baseline(
     };
     let deadline_ms = steady.baseline_deadline.as_secs_f64() * 1000.0;
     let start = loop {
-        let settled = workload.settled_ms();
-        if let Some(t) = workload.with_samples(|s| hyp.first_holding(s, warmed_ms, settled)) {
+        if let Some(t) = workload.first_holding(&hyp, warmed_ms) {
             break t;
         }
         if clock.now_ms() > deadline_ms {
@@ -626,7 +628,7 @@ async fn wait_baseline(
                 deadline_ms / 1000.0
             ));
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(WINDOW_POLL).await;
     };
     let base: Vec<f64> = workload.with_samples(|samples| {
         samples
@@ -792,14 +794,13 @@ async fn wait_recovery(
         // Only windows whose requests have all completed: those that end before the oldest
         // request still in flight (the same windows, and the same verdict, as waiting out a
         // whole request timeout, found that much sooner).
-        let settled = workload.settled_ms();
-        if let Some(t) = workload.with_samples(|s| hyp.first_holding(s, heal_ms, settled)) {
+        if let Some(t) = workload.first_holding(hyp, heal_ms) {
             return Some(t);
         }
         if clock.now_ms() > deadline {
             return None;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(WINDOW_POLL).await;
     }
 }
 

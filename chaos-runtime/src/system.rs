@@ -542,9 +542,7 @@ impl Pending {
                         if let Some(m) = &user_modifier {
                             m(hc);
                         }
-                        if hc.cpu_shares.is_none() {
-                            hc.cpu_shares = cpu_shares;
-                        }
+                        hc.cpu_shares = hc.cpu_shares.or(cpu_shares);
                         hc.publish_all_ports = Some(false);
                         hc.port_bindings = Some(bindings.clone());
                     });

@@ -21,7 +21,7 @@
 //! ```
 use crate::clock::mono_ns;
 use crate::http::{self, HttpClient};
-use crate::timeline::Sample;
+use crate::timeline::{Hypothesis, Sample};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -488,14 +488,21 @@ impl Running {
 
     /// The instant (ms on the run's clock) before which every request has completed: the
     /// start of the oldest request still in flight, else now. Samples that started before it
-    /// are all recorded, so a window that ends by then is final (read this before
-    /// [`Running::with_samples`]). Waiting a whole request timeout instead, as the run did, is
+    /// are all recorded, so a window that ends by then is final (read before the samples, as
+    /// [`Running::first_holding`] does). Waiting a whole request timeout instead, as the run did, is
     /// only needed while a request hangs.
     pub(crate) fn settled_ms(&self) -> f64 {
         let inflight = self.inflight.lock().unwrap();
         let now = mono_ns();
         let oldest = inflight.iter().flatten().copied().fold(now, u64::min);
         oldest.saturating_sub(self.t0_ns) as f64 / 1e6
+    }
+
+    /// The first window from `from_ms` that holds `hyp`, among those that are final (end by
+    /// [`Running::settled_ms`], read before the samples).
+    pub(crate) fn first_holding(&self, hyp: &Hypothesis, from_ms: f64) -> Option<f64> {
+        let settled = self.settled_ms();
+        self.with_samples(|s| hyp.first_holding(s, from_ms, settled))
     }
 
     /// `f` over the samples so far (completed requests), in place: the run polls this while it

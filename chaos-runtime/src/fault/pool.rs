@@ -320,20 +320,28 @@ impl Hog {
         raw.into_iter().chain(fresh).collect()
     }
 
-    /// After the eviction: takes the slots of terminated backends that exited only after
+    /// Evicts the others, then takes the slots of terminated backends that exited only after
     /// [`Hog::take_freed`] stopped waiting (on a loaded host a backend takes longer than
-    /// `FREE_WAIT` to go), and evicts whoever slipped into one, until the server is full or
-    /// `FULL_WAIT` has passed. The keeper would take them a moment later; this makes the
-    /// `pool_exhausted` event say what the fault holds once it is whole. Returns the occupancy.
-    async fn fill_freed(&mut self) -> Result<(usize, usize), FaultError> {
+    /// `FREE_WAIT` to go) and evicts whoever slipped into one, until the server is full or
+    /// `FULL_WAIT` has passed (the keeper takes what is left). The `pool_exhausted` event then
+    /// says what the fault holds once it is whole. Returns every backend terminated (count,
+    /// application names) and the occupancy.
+    async fn evict_until_full(
+        &mut self,
+    ) -> Result<((usize, Vec<String>), (usize, usize)), FaultError> {
         let until = Instant::now() + FULL_WAIT;
+        let (mut terminated, mut apps) = (0, Vec::new());
         loop {
+            let (n, a) = self.evict().await?;
+            terminated += n;
+            apps.extend(a);
             let (used, max) = self.occupancy().await?;
             if used >= max || Instant::now() >= until {
-                return Ok((used, max));
+                apps.sort();
+                apps.dedup();
+                return Ok(((terminated, apps), (used, max)));
             }
             self.take_freed(max - used).await?;
-            self.evict().await?;
         }
     }
 
@@ -427,8 +435,7 @@ pub async fn inject_armed(cx: &Arc<FaultCx>, armed: Armed) -> Result<Injected, F
     // In effect: every free slot is held and the server refuses a new connection. (Evicting
     // the clients already connected follows; `backends_terminated` is stamped when it is done.)
     super::in_effect();
-    let (terminated, apps) = hog.evict().await?;
-    let (used, max) = hog.fill_freed().await?;
+    let ((terminated, apps), (used, max)) = hog.evict_until_full().await?;
     cx.event(
         "pool_exhausted",
         &role,
