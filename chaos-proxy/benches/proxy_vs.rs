@@ -24,8 +24,10 @@
 //!   transfers interleaved with the other targets', each timed until the sink
 //!   acknowledges its last byte; a target's ratio to direct is taken per
 //!   transfer against the direct transfer of the same slice;
-//! - `lat100` (proxies only): 20 round trips through a second proxy with a
-//!   100 ms downstream latency toxic; the error is the round trip minus 100 ms.
+//! - `lat100`: 20 round trips through a second proxy with a 100 ms downstream
+//!   latency toxic; the error is the round trip minus 100 ms. For `direct`, the
+//!   same round trips to an echo that itself answers 100 ms late (sleep, then
+//!   spin): the floor, what the client's wake-up after 100 ms idle costs here.
 //!
 //! `PROXY_VS_ROUNDS` (10) rounds; the first round is a warm-up and discarded.
 //! Prints medians and p99s over all samples, the median and quartiles of the
@@ -69,12 +71,13 @@ fn main() {
 
     let echo = spawn_echo();
     let sink = spawn_sink();
+    let late_echo = spawn_late_echo();
     println!(
         "proxy_vs: echo {echo}, sink {sink}; {rounds} rounds (first discarded), {rtts} rtts of {MSG} B, {mib} MiB bulk, {LAT_RTTS} rtts with {LAT_MS} ms latency"
     );
     println!("load average at start: {}", loadavg());
 
-    let mut targets = vec![Target::direct(echo, sink)];
+    let mut targets = vec![Target::direct(echo, sink, late_echo)];
     let mut children = Vec::new();
     let exe = std::env::current_exe().expect("current_exe");
     let (child, t) = start_proxy(
@@ -282,12 +285,14 @@ fn connect(addr: SocketAddr) -> TcpStream {
 }
 
 impl Target {
-    fn direct(echo: SocketAddr, sink: SocketAddr) -> Target {
+    fn direct(echo: SocketAddr, sink: SocketAddr, late_echo: SocketAddr) -> Target {
         Target {
             name: "direct".into(),
             rtt_conn: connect(echo),
             sink_conn: connect(sink),
-            lat_conn: None,
+            // The floor of the latency toxic's error: no proxy, the echo itself
+            // answers 100 ms late.
+            lat_conn: Some(connect(late_echo)),
             pid: None,
             cpu_rtt_ns: 0,
             cpu_bulk_ns: 0,
@@ -443,6 +448,41 @@ fn spawn_echo() -> SocketAddr {
                     match s.read(&mut buf) {
                         Ok(0) | Err(_) => return,
                         Ok(n) => {
+                            if s.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// An echo that answers each read `LAT_MS` after it arrived, as punctually as a
+/// thread can (a sleep until 300 µs before, then a spin): the round trip a
+/// latency toxic would give if the proxy added nothing, so what the client's own
+/// wake-up after 100 ms of idling costs on this machine.
+fn spawn_late_echo() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let _ = s.set_nodelay(true);
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            let at = Instant::now() + Duration::from_millis(LAT_MS);
+                            let spin = Duration::from_micros(300);
+                            std::thread::sleep((at - Instant::now()).saturating_sub(spin));
+                            while Instant::now() < at {
+                                std::hint::spin_loop();
+                            }
                             if s.write_all(&buf[..n]).is_err() {
                                 return;
                             }

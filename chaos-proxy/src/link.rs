@@ -192,7 +192,7 @@ async fn pump(
     mut src: ReadHalf<'_>,
     mut dst: WriteHalf<'_>,
     mut toxics: watch::Receiver<ToxicList>,
-    counters: &Counters,
+    counters: &Arc<Counters>,
 ) -> Result<(), End> {
     let mut buf = vec![0u8; READ_BUF];
     // Splicing pays off for bulk data only: for small chunks a recv + send is
@@ -483,7 +483,7 @@ async fn writer(
     mut rx: mpsc::Receiver<Chunk>,
     dst: &mut WriteHalf<'_>,
     toxics: &mut watch::Receiver<ToxicList>,
-    counters: &Counters,
+    counters: &Arc<Counters>,
 ) -> Result<Exit, End> {
     let mut runs = Runs::default();
     let mut pending: Option<Chunk> = None;
@@ -576,25 +576,66 @@ async fn writer(
             ready = done;
         }
 
+        // Counted before the write, so that a peer that saw the bytes also sees
+        // them in the stats.
+        let shaping = plan.shaping();
+        let count = {
+            let counters = counters.clone();
+            move || {
+                counters.bytes(stream, n);
+                if shaping {
+                    counters.applied();
+                }
+            }
+        };
+        // Bytes of the piece already sent by the timer thread.
+        let mut sent = 0;
         if ready > Instant::now() {
+            #[cfg(unix)]
+            {
+                // The timer thread sends the piece itself at `ready` (see
+                // `timer::send_at`); what it could not send goes below.
+                let data = std::mem::take(&mut chunk.data);
+                let range = chunk.pos..chunk.pos + n;
+                let mut send = crate::timer::send_at(
+                    ready,
+                    dst.as_ref(),
+                    data,
+                    range,
+                    Box::new(count.clone()),
+                );
+                tokio::select! {
+                    biased;
+                    _ = changed(toxics) => {}
+                    _ = sleep_opt(terminal_at) => {}
+                    _ = &mut send => {}
+                }
+                let (data, outcome) = send.finish();
+                chunk.data = data;
+                match outcome {
+                    // Not sent yet: plan again (a toxic changed, or the end came).
+                    None => continue,
+                    Some(Ok(n)) => sent = n,
+                    Some(Err(e)) => return Err(io_end(&e)),
+                }
+            }
+            #[cfg(not(unix))]
             tokio::select! {
                 biased;
                 _ = changed(toxics) => continue,
                 _ = sleep_opt(terminal_at) => continue,
-                _ = sleep_until(ready) => {}
+                _ = sleep_until(ready) => count(),
             }
+        } else {
+            count();
         }
 
-        // Counted before the write, so that a peer that saw the bytes also sees
-        // them in the stats.
-        counters.bytes(stream, n);
-        if plan.shaping() {
-            counters.applied();
+        if sent < n {
+            let piece = &chunk.data[chunk.pos + sent..chunk.pos + n];
+            or_terminal(dst.write_all(piece), plan.terminal, counters)
+                .await?
+                .map_err(|e| io_end(&e))?;
         }
-        let piece = &chunk.data[chunk.pos..chunk.pos + n];
-        or_terminal(dst.write_all(piece), plan.terminal, counters)
-            .await?
-            .map_err(|e| io_end(&e))?;
         runs.add_bytes(stream, &list, n);
         if link_done.is_some() {
             link_free_at = link_done;
