@@ -615,7 +615,7 @@ async fn writer(
                 match outcome {
                     // Not sent yet: plan again (a toxic changed, or the end came).
                     None => continue,
-                    Some(Ok(n)) => sent = n,
+                    Some(Ok(bytes)) => sent = bytes,
                     Some(Err(e)) => return Err(io_end(&e)),
                 }
             }
