@@ -69,9 +69,9 @@ fn main() {
     let rtts = env_usize("PROXY_VS_RTTS", 1000);
     let mib = env_usize("PROXY_VS_MIB", 64);
 
-    let echo = spawn_echo();
+    let echo = spawn_echo(None);
     let sink = spawn_sink();
-    let late_echo = spawn_late_echo();
+    let late_echo = spawn_echo(Some(Duration::from_millis(LAT_MS)));
     println!(
         "proxy_vs: echo {echo}, sink {sink}; {rounds} rounds (first discarded), {rtts} rtts of {MSG} B, {mib} MiB bulk, {LAT_RTTS} rtts with {LAT_MS} ms latency"
     );
@@ -435,7 +435,12 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> std::io::Result<(u1
     Ok((status, body))
 }
 
-fn spawn_echo() -> SocketAddr {
+/// An echo on 127.0.0.1. With `late`, each read is answered that long after it
+/// arrived, as punctually as a thread can (a sleep until 300 µs before, then a
+/// spin): with `LAT_MS`, the round trip a latency toxic would give if the proxy
+/// added nothing, so what the client's own wake-up after 100 ms of idling costs
+/// on this machine.
+fn spawn_echo(late: Option<Duration>) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -448,40 +453,13 @@ fn spawn_echo() -> SocketAddr {
                     match s.read(&mut buf) {
                         Ok(0) | Err(_) => return,
                         Ok(n) => {
-                            if s.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// An echo that answers each read `LAT_MS` after it arrived, as punctually as a
-/// thread can (a sleep until 300 µs before, then a spin): the round trip a
-/// latency toxic would give if the proxy added nothing, so what the client's own
-/// wake-up after 100 ms of idling costs on this machine.
-fn spawn_late_echo() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let _ = s.set_nodelay(true);
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            let at = Instant::now() + Duration::from_millis(LAT_MS);
-                            let spin = Duration::from_micros(300);
-                            std::thread::sleep((at - Instant::now()).saturating_sub(spin));
-                            while Instant::now() < at {
-                                std::hint::spin_loop();
+                            if let Some(late) = late {
+                                let at = Instant::now() + late;
+                                let spin = Duration::from_micros(300);
+                                std::thread::sleep((at - Instant::now()).saturating_sub(spin));
+                                while Instant::now() < at {
+                                    std::hint::spin_loop();
+                                }
                             }
                             if s.write_all(&buf[..n]).is_err() {
                                 return;
