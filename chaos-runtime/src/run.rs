@@ -439,28 +439,17 @@ async fn experiment(
                 },
                 clock.t0,
             )
-            .await;
-            match workload {
-                Ok(w) => Ok((pg_sampler, w)),
-                Err(e) => {
-                    if let Some(s) = pg_sampler {
-                        s.stop().await;
-                    }
-                    Err(Failure::Message(format!(
-                        "preparing the workload failed: {e}"
-                    )))
-                }
-            }
+            .await
+            .map_err(|e| Failure::Message(format!("preparing the workload failed: {e}")))?;
+            Ok::<_, Failure>((pg_sampler, workload))
         }
     );
     let (pg_sampler, workload) = started?;
     let (observers, observed_ms) = match observers {
         (Ok(o), at) => (o, at),
         (Err(e), _) => {
+            // The sampler stops when dropped, as on the run's other error paths.
             let _ = workload.stop().await;
-            if let Some(s) = pg_sampler {
-                s.stop().await;
-            }
             return Err(e);
         }
     };
