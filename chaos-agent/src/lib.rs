@@ -28,6 +28,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod dns;
+mod qdisc;
 mod server;
 
 /// Runs a command inside a network namespace; the agent's `netns_run`, for callers that hold
@@ -92,7 +93,8 @@ pub enum Op {
     },
     /// A bulk transfer for `millis` over `streams` TCP connections from a socket in namespace
     /// `from` to a listener made in namespace `to` at `to_ip`; answered with
-    /// [`Reply::Samples`]: the bytes received so far every 50 ms.
+    /// [`Reply::Samples`]: the bytes received so far every 50 ms and, when `count` names a
+    /// qdisc, the bytes it had sent at the same instants.
     Transfer {
         /// The sending namespace's handle.
         from: u64,
@@ -104,6 +106,16 @@ pub enum Op {
         streams: u32,
         /// How long to send.
         millis: u64,
+        /// A held namespace's handle, one of its devices and the kind of a qdisc on it (say
+        /// the limit being measured: `tbf`) whose sent bytes to sample with the receivers'
+        /// (read over rtnetlink, so both counts share one instant).
+        #[serde(default)]
+        count: Option<(u64, String, String)>,
+        /// Paces the connections to this many bytes a second together (0: unpaced), so a
+        /// limit below it stays busy without its queue overflowing: see [`Op::Transfer`]'s use
+        /// in the runtime's bandwidth fault.
+        #[serde(default)]
+        pace: u64,
     },
     /// Asks the DNS server `server` (`ip:port`) for `name`'s IPv4 addresses from a socket made
     /// inside a held namespace (Docker's embedded DNS at 127.0.0.11 answers only there);
@@ -259,6 +271,10 @@ pub enum Reply {
     Samples {
         /// In time order.
         samples: Vec<(u64, u64)>,
+        /// The bytes the `count` qdisc had sent at each sample's instant (empty without
+        /// `count`).
+        #[serde(default)]
+        sent: Vec<u64>,
     },
     /// To [`Op::NetnsClose`], [`Op::Write`] and [`Op::BpfWatch`].
     Done,

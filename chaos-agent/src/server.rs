@@ -167,7 +167,9 @@ fn handle(state: &Mutex<State>, op: Op, extension: crate::Extension) -> Result<R
             to_ip,
             streams,
             millis,
-        } => netns::transfer(state, from, to, &to_ip, streams, millis),
+            count,
+            pace,
+        } => netns::transfer(state, from, to, &to_ip, streams, (millis, pace), count),
         Op::NetnsRun {
             handle,
             argv,
@@ -499,9 +501,17 @@ pub(crate) mod netns {
         to: u64,
         to_ip: &str,
         streams: u32,
-        millis: u64,
+        (millis, pace): (u64, u64),
+        count: Option<(u64, String, String)>,
     ) -> Result<Reply, String> {
         let (from, to) = (held(state, from)?, held(state, to)?);
+        let mut counter = match &count {
+            Some((handle, dev, kind)) => Some(inside(&held(state, *handle)?, || {
+                crate::qdisc::Counter::open_here(dev, kind)
+            })?),
+            None => None,
+        };
+        let mut sent = Vec::new();
         let listener = inside(&to, || std::net::TcpListener::bind("0.0.0.0:0"))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let addr: std::net::SocketAddr = format!("{to_ip}:{port}")
@@ -518,6 +528,31 @@ pub(crate) mod netns {
             })
             .map_err(|e| format!("connect: {e}"))?;
             let (receiver, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+            if pace > 0 {
+                // A flow whose every segment the limit's queue refuses on this host has
+                // nothing in flight to clock it and waits for a probe timer (200 ms or more):
+                // unpaced, four flows once left an egress limit idle a tenth of the time.
+                // Paced a little above the limit, they keep it busy without a drop.
+                let per: u32 = (pace / u64::from(streams.max(1)))
+                    .try_into()
+                    .unwrap_or(u32::MAX);
+                // SAFETY: setsockopt on a socket this function owns, with a u32 it reads.
+                let r = unsafe {
+                    libc::setsockopt(
+                        sender.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_MAX_PACING_RATE,
+                        (&per as *const u32).cast(),
+                        std::mem::size_of::<u32>() as libc::socklen_t,
+                    )
+                };
+                if r != 0 {
+                    return Err(format!(
+                        "pacing the transfer: {}",
+                        std::io::Error::last_os_error()
+                    ));
+                }
+            }
             for s in [&sender, &receiver] {
                 let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
                 let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
@@ -553,12 +588,23 @@ pub(crate) mod netns {
             }));
         }
         let mut samples = Vec::new();
-        while Instant::now() < until {
+        let mut failed = None;
+        loop {
             std::thread::sleep(Duration::from_millis(50));
+            // A sample after the senders stopped would count their silence as the link's.
+            if Instant::now() >= until {
+                break;
+            }
             samples.push((
                 start.elapsed().as_millis() as u64,
                 total.load(Ordering::Relaxed),
             ));
+            if let Some(c) = counter.as_mut().filter(|_| failed.is_none()) {
+                match c.read() {
+                    Ok(bytes) => sent.push(bytes),
+                    Err(e) => failed = Some(format!("reading the qdisc's counter: {e}")),
+                }
+            }
         }
         for s in &ends {
             let _ = s.shutdown(std::net::Shutdown::Both);
@@ -566,7 +612,10 @@ pub(crate) mod netns {
         for t in threads {
             let _ = t.join();
         }
-        Ok(Reply::Samples { samples })
+        match failed {
+            Some(why) => Err(why),
+            None => Ok(Reply::Samples { samples, sent }),
+        }
     }
 
     pub(super) fn run(
@@ -682,7 +731,8 @@ mod netns {
         _: u64,
         _: &str,
         _: u32,
-        _: u64,
+        _: (u64, u64),
+        _: Option<(u64, String, String)>,
     ) -> Result<Reply, String> {
         Err("network namespaces need a Linux engine host".into())
     }

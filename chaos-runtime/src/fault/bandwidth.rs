@@ -16,7 +16,7 @@ use super::tc;
 use super::{FaultCx, FaultError, Healing, Injected};
 use crate::spec::FaultSpec;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long the bulk transfer of the measurement runs (the first second is left out).
 pub const MEASURE_FOR: Duration = Duration::from_millis(2_500);
@@ -57,52 +57,57 @@ struct Measured {
     wire: f64,
 }
 
-/// Parallel connections of one transfer: one TCP flow halves its window at each drop of the
-/// bucket's queue and leaves the link idle for a moment (seen: 90 % of the rate on the wire);
-/// four keep it busy (99.8-100.7 % in 5 of 6 runs).
+/// Parallel connections of one transfer: one flow, even paced, leaves the link idle now and
+/// then (93-98 % of the rate on the wire); four paced ones keep it busy (99.3-100.3 %).
 const STREAMS: usize = 4;
 
+/// The transfer's pace, per cent of the asked rate: above it, so the bucket always has
+/// something queued and is what limits; not far above, so its queue never overflows. On an
+/// egress limit a flow whose segment the full queue refuses has nothing in flight to clock it
+/// and waits for a probe timer: unpaced, four flows once left the link idle a tenth of the
+/// time (90.0 % on the wire, a CI run).
+const PACE_PCT: u64 = 125;
+
 /// One bulk transfer, made by the run's host agent: `from` opens [`STREAMS`] connections to a
-/// listener made in `to`'s namespace at `to_ip` and writes as fast as it can for
-/// `MEASURE_FOR`; the receivers' rate after the warm-up, and the rate the qdisc `dev` of
-/// `shaper` sent over the same span (read meanwhile).
+/// listener made in `to`'s namespace at `to_ip` and writes for `MEASURE_FOR`, paced at
+/// [`PACE_PCT`] of `rate`; the receivers' rate after the warm-up and, over the same samples,
+/// the rate the `tbf` on device `dev` of `shaper` sent. The agent reads both counts at the same
+/// instants (the qdisc's over rtnetlink, in microseconds) where this process used to time a
+/// `tc` run taking 10-100 ms under load.
 async fn transfer(
     from: &Netns,
     to: &Netns,
     to_ip: &str,
     shaper: &Netns,
     dev: &str,
+    rate: u64,
 ) -> Result<Measured, String> {
     let (agent, from) = from.held()?;
     let (_, to) = to.held()?;
-    let start = Instant::now();
-    let sent = agent.call(chaos_agent::Op::Transfer {
-        from,
-        to,
-        to_ip: to_ip.to_string(),
-        streams: STREAMS as u32,
-        millis: MEASURE_FOR.as_millis() as u64,
-    });
-    let wire = async {
-        tokio::time::sleep_until((start + WARM_UP).into()).await;
-        let from = (Instant::now(), tc::sent(shaper, dev, "tbf").await.0);
-        tokio::time::sleep_until((start + MEASURE_FOR).into()).await;
-        let to = (Instant::now(), tc::sent(shaper, dev, "tbf").await.0);
-        (from, to)
-    };
-    let (sent, (wire_from, wire_to)) = tokio::join!(sent, wire);
-    let samples: Vec<(Duration, u64)> = match sent? {
-        chaos_agent::Reply::Samples { samples } => samples
-            .into_iter()
-            .map(|(ms, bytes)| (Duration::from_millis(ms), bytes))
-            .collect(),
+    let (_, shaper) = shaper.held()?;
+    let reply = agent
+        .call(chaos_agent::Op::Transfer {
+            from,
+            to,
+            to_ip: to_ip.to_string(),
+            streams: STREAMS as u32,
+            millis: MEASURE_FOR.as_millis() as u64,
+            count: Some((shaper, dev.to_string(), "tbf".to_string())),
+            pace: rate * PACE_PCT / 100,
+        })
+        .await?;
+    let (samples, sent) = match reply {
+        chaos_agent::Reply::Samples { samples, sent } => (samples, sent),
         other => return Err(format!("the host agent answered transfer with {other:?}")),
     };
-    let got = samples.last().map_or(0, |s| s.1);
-    let goodput =
-        rate_after(&samples, WARM_UP).ok_or_else(|| format!("too little arrived ({got} bytes)"))?;
-    let (t0, b0) = wire_from;
-    let wire = wire_to.1.saturating_sub(b0) as f64 / (wire_to.0 - t0).as_secs_f64();
+    let at = |(ms, _): &(u64, u64)| Duration::from_millis(*ms);
+    let received: Vec<(Duration, u64)> = samples.iter().map(|s| (at(s), s.1)).collect();
+    let got = received.last().map_or(0, |s| s.1);
+    let goodput = rate_after(&received, WARM_UP)
+        .ok_or_else(|| format!("too little arrived ({got} bytes)"))?;
+    let on_wire: Vec<(Duration, u64)> = samples.iter().map(at).zip(sent).collect();
+    let wire = rate_after(&on_wire, WARM_UP)
+        .ok_or_else(|| format!("the host agent did not count what the tbf on {dev} sent"))?;
     Ok(Measured { goodput, wire })
 }
 
@@ -159,7 +164,7 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
             fix: "install iproute2 on the Docker host; ingress limits also need the ifb module (`modprobe ifb`)".into(),
         })?;
     let ns = Arc::new(ns);
-    let measuring = tokio::spawn(measure(cx.clone(), target.clone(), ns.clone(), ways));
+    let measuring = tokio::spawn(measure(cx.clone(), target.clone(), ns.clone(), ways, rate));
     let mechanism = format!(
         "tc tbf rate {} KiB/s in the target's netns ({})",
         rate / 1024,
@@ -197,7 +202,7 @@ pub async fn inject(cx: &Arc<FaultCx>, spec: &FaultSpec) -> Result<Injected, Fau
 }
 
 /// The measurement transfers, each limited way at once; the event `bandwidth_measured`.
-async fn measure(cx: Arc<FaultCx>, target: String, ns: Arc<Netns>, ways: tc::Ways) {
+async fn measure(cx: Arc<FaultCx>, target: String, ns: Arc<Netns>, ways: tc::Ways, rate: u64) {
     let mut detail = Vec::new();
     match super::probe::peer(&cx, &target).await {
         Err(why) => detail.push(("not_measured", why)),
@@ -210,14 +215,14 @@ async fn measure(cx: Arc<FaultCx>, target: String, ns: Arc<Netns>, ways: tc::Way
             detail.push(("peer", role));
             let ingress = async {
                 if ways.ingress {
-                    Some(transfer(&peer, &ns, &target_ip, &ns, tc::IFB).await)
+                    Some(transfer(&peer, &ns, &target_ip, &ns, tc::IFB, rate).await)
                 } else {
                     None
                 }
             };
             let egress = async {
                 if ways.egress {
-                    Some(transfer(&ns, &peer, &peer_ip, &ns, "eth0").await)
+                    Some(transfer(&ns, &peer, &peer_ip, &ns, "eth0", rate).await)
                 } else {
                     None
                 }
