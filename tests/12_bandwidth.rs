@@ -11,7 +11,7 @@ use chaos_trading::system;
 
 /// The asked rate, bytes a second.
 const ASKED: f64 = 1_048_576.0;
-/// How far the rate on the wire (what the limited device sent during the bulk transfer, counted
+/// How far the rate on the wire (what the limiting qdisc sent during the bulk transfer, counted
 /// by the host agent at the receivers' instants) may sit from the asked one.
 const TOLERANCE: f64 = 0.10;
 /// The TCP payload the receivers got is less: the bucket counts each segment's headers (66 of

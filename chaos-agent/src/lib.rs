@@ -111,9 +111,9 @@ pub enum Op {
         /// (read over rtnetlink, so both counts share one instant).
         #[serde(default)]
         count: Option<(u64, String, String)>,
-        /// Paces the connections to this many bytes a second together (0: unpaced), so a
-        /// limit below it stays busy without its queue overflowing: see [`Op::Transfer`]'s use
-        /// in the runtime's bandwidth fault.
+        /// Paces the connections to this many bytes a second together, split evenly
+        /// (`SO_MAX_PACING_RATE`; 0: unpaced), so a limit a little below it stays busy
+        /// without its queue overflowing.
         #[serde(default)]
         pace: u64,
     },
