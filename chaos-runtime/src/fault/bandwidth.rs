@@ -6,7 +6,8 @@
 //! pushes a bulk TCP transfer through each limited direction, between the target and one peer of
 //! the stack, from sockets made inside their namespaces (nothing leaves the stack network), and
 //! reports per direction (event `bandwidth_measured`) what the limiting qdisc sent per second
-//! over the transfer (`*_wire_bytes_per_s`: frames, headers included — the limit itself) and
+//! over the transfer (`*_wire_bytes_per_s`: frames, headers included, the median of 250 ms
+//! windows — the limit itself; each window's in `*_wire_windows`) and
 //! the TCP payload the receiver got (`*_bytes_per_s`, a few percent less: headers, and the
 //! segments the bucket's queue dropped and TCP sent again). The transfer then stops, so the rest of the fault shows the system alone on the
 //! narrowed link.
@@ -49,12 +50,45 @@ pub fn rate_after(samples: &[(Duration, u64)], warm_up: Duration) -> Option<f64>
     (secs >= 0.5).then(|| (last.1 - first.1) as f64 / secs)
 }
 
+/// The rate of each [`WINDOW`] after `warm_up` in cumulative samples `(since start, bytes)`
+/// (a window ends at the first sample at least that long after its start), and their median;
+/// `None` with fewer than three windows.
+///
+/// The limit's rate is the median window's: a window in which the senders stalled (a loaded
+/// machine keeping the measuring threads or their timers from running) shows the senders, not
+/// the limit, and a window right after one shows the bucket's burst; the median shows neither.
+pub fn median_window_rate(
+    samples: &[(Duration, u64)],
+    warm_up: Duration,
+) -> Option<(f64, Vec<f64>)> {
+    let mut rates = Vec::new();
+    let mut from = samples.iter().find(|(t, _)| *t >= warm_up)?;
+    for s in samples {
+        if s.0 >= from.0 + WINDOW {
+            rates.push((s.1 - from.1) as f64 / (s.0 - from.0).as_secs_f64());
+            from = s;
+        }
+    }
+    if rates.len() < 3 {
+        return None;
+    }
+    let mut sorted = rates.clone();
+    sorted.sort_by(f64::total_cmp);
+    Some((sorted[sorted.len() / 2], rates))
+}
+
+/// The span of one rate in [`median_window_rate`]: at 1 MiB/s, ~175 full frames.
+const WINDOW: Duration = Duration::from_millis(250);
+
 /// What one transfer measured after the warm-up, bytes a second.
 struct Measured {
     /// TCP payload the receiver got.
     goodput: f64,
-    /// What the limiting qdisc sent (frames, headers included): the limit itself.
+    /// What the limiting qdisc sent (frames, headers included), the median window's: the limit
+    /// itself.
     wire: f64,
+    /// Each window's rate on the wire, in time order.
+    windows: Vec<f64>,
 }
 
 /// Parallel connections of one transfer: one flow, even paced, leaves the link idle now and
@@ -106,9 +140,13 @@ async fn transfer(
     let goodput = rate_after(&received, WARM_UP)
         .ok_or_else(|| format!("too little arrived ({got} bytes)"))?;
     let on_wire: Vec<(Duration, u64)> = samples.iter().map(at).zip(sent).collect();
-    let wire = rate_after(&on_wire, WARM_UP)
+    let (wire, windows) = median_window_rate(&on_wire, WARM_UP)
         .ok_or_else(|| format!("the host agent did not count what the tbf on {dev} sent"))?;
-    Ok(Measured { goodput, wire })
+    Ok(Measured {
+        goodput,
+        wire,
+        windows,
+    })
 }
 
 /// Injects `bandwidth`: tbf at `rate_bytes` per second each way asked (default both).
@@ -228,17 +266,23 @@ async fn measure(cx: Arc<FaultCx>, target: String, ns: Arc<Netns>, ways: tc::Way
                 }
             };
             let (ingress, egress) = tokio::join!(ingress, egress);
-            for (got, key, wire, way) in [
+            for (got, [key, wire, windows], way) in [
                 (
                     ingress,
-                    "ingress_bytes_per_s",
-                    "ingress_wire_bytes_per_s",
+                    [
+                        "ingress_bytes_per_s",
+                        "ingress_wire_bytes_per_s",
+                        "ingress_wire_windows",
+                    ],
                     "ingress",
                 ),
                 (
                     egress,
-                    "egress_bytes_per_s",
-                    "egress_wire_bytes_per_s",
+                    [
+                        "egress_bytes_per_s",
+                        "egress_wire_bytes_per_s",
+                        "egress_wire_windows",
+                    ],
                     "egress",
                 ),
             ] {
@@ -246,6 +290,9 @@ async fn measure(cx: Arc<FaultCx>, target: String, ns: Arc<Netns>, ways: tc::Way
                     Some(Ok(m)) => {
                         detail.push((key, format!("{:.0}", m.goodput)));
                         detail.push((wire, format!("{:.0}", m.wire)));
+                        let each: Vec<String> =
+                            m.windows.iter().map(|r| format!("{r:.0}")).collect();
+                        detail.push((windows, each.join(" ")));
                     }
                     Some(Err(why)) => detail.push(("not_measured", format!("{way}: {why}"))),
                     None => {}
@@ -285,5 +332,32 @@ mod tests {
         assert!((r - 1_000_000.0).abs() < 1.0, "{r}");
         assert_eq!(rate_after(&samples[..2], ms(700)), None);
         assert_eq!(rate_after(&[], ms(0)), None);
+    }
+
+    #[test]
+    fn the_limit_is_the_median_window_not_a_stall_or_a_burst() {
+        let ms = Duration::from_millis;
+        // 1 MB/s sampled every 50 ms from 0.7 s, with the senders stalled from 1.2 to 1.45 s
+        // and the bucket's 20 kB burst once they are back.
+        let mut samples = vec![(ms(100), 500_000u64)];
+        let mut bytes = 500_000u64;
+        for i in 14..=50u64 {
+            let t = i * 50;
+            if !(1200..1450).contains(&t) {
+                bytes += 50_000;
+            }
+            if t == 1500 {
+                bytes += 20_000;
+            }
+            samples.push((ms(t), bytes));
+        }
+        let (median, windows) = median_window_rate(&samples, ms(700)).unwrap();
+        assert!((median - 1_000_000.0).abs() < 1.0, "{median} {windows:?}");
+        assert_eq!(windows.len(), 7);
+        assert!(windows.iter().any(|r| *r < 900_000.0), "{windows:?}");
+        // The whole span's average would have read the stall as the limit.
+        assert!(rate_after(&samples, ms(700)).unwrap() < 900_000.0);
+        // Fewer than three windows: too little to tell.
+        assert_eq!(median_window_rate(&samples[..12], ms(700)), None);
     }
 }
