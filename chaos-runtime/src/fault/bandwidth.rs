@@ -50,7 +50,7 @@ pub fn rate_after(samples: &[(Duration, u64)], warm_up: Duration) -> Option<f64>
     (secs >= 0.5).then(|| (last.1 - first.1) as f64 / secs)
 }
 
-/// The rate of each [`WINDOW`] after `warm_up` in cumulative samples `(since start, bytes)`
+/// The rate of each 250 ms window after `warm_up` in cumulative samples `(since start, bytes)`
 /// (a window ends at the first sample at least that long after its start), and their median;
 /// `None` with fewer than three windows.
 ///
