@@ -8,8 +8,8 @@
 //! reports per direction (event `bandwidth_measured`) what the limiting qdisc sent per second
 //! over the transfer (`*_wire_bytes_per_s`: frames, headers included, the median of 250 ms
 //! windows — the limit itself; each window's in `*_wire_windows`) and
-//! the TCP payload the receiver got (`*_bytes_per_s`, a few percent less: headers, and the
-//! segments the bucket's queue dropped and TCP sent again). The transfer then stops, so the rest of the fault shows the system alone on the
+//! the TCP payload the receiver got (`*_bytes_per_s`, a few percent less: the frames' headers,
+//! and whatever TCP had to send again). The transfer then stops, so the rest of the fault shows the system alone on the
 //! narrowed link.
 use super::netns::Netns;
 use super::network::Direction;
@@ -19,7 +19,7 @@ use crate::spec::FaultSpec;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long the bulk transfer of the measurement runs (the first second is left out).
+/// How long the bulk transfer of the measurement runs (its first 0.7 s is left out).
 pub const MEASURE_FOR: Duration = Duration::from_millis(2_500);
 /// The start of the transfer that is not counted: TCP's slow start and the bucket's burst.
 const WARM_UP: Duration = Duration::from_millis(700);
