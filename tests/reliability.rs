@@ -11,7 +11,9 @@
 //! the phase it aims at in the child's progress file, sends the signal, waits for the exit and
 //! counts the child's containers, networks and volumes (by its `chaos.pid` label) and its reaper,
 //! and compares the host's packet-filter rules and qdiscs before and after the whole harness.
-//! The table goes to stdout and to `target/chaos/reliability.md`. A kill 0-900 ms into the
+//! The table goes to stdout and to `target/chaos/reliability.md`. One abort in three is held by
+//! a suite's shared reaper (started by the harness, as `chaos run` starts one) instead of a
+//! reaper of its own. A kill 0-900 ms into the
 //! `recovered` phase lands in the report (journal, HTML page), the test body or the stack's
 //! removal (the last phase, `verdict`, comes after that: too late to interrupt anything).
 //!
@@ -118,6 +120,17 @@ fn harness() {
         .unwrap_or(15);
     // Reapers of processes that just ended (an earlier test binary's) go within seconds.
     common::wait_for_reapers();
+    // Held by this process for its life, like `chaos run`'s (so before the host's state is
+    // read: it is still there at the end).
+    let shared = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(async {
+            let docker = chaos_runtime::docker::connect().await.expect("Docker");
+            chaos_runtime::reaper::start_shared(&docker).await
+        })
+        .expect("a suite's reaper");
     let host_before = common::host_state();
     let dir = std::env::temp_dir().join(format!("chaos-reliability-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -129,8 +142,16 @@ fn harness() {
         let phase = PHASES[c % PHASES.len()];
         let (sig, sig_name) = SIGNALS[(c + 2 * (c / PHASES.len())) % SIGNALS.len()];
         let kind = KINDS[i % KINDS.len()];
+        // 8 runs hold a SIGKILL of each kind of reaper (i = 2 and 6).
+        let reaper = if i % 3 == 2 { "suite" } else { "own" };
         let progress = dir.join(format!("progress-{i}.jsonl"));
-        let mut child = std::process::Command::new(std::env::current_exe().expect("this binary"))
+        let mut child = std::process::Command::new(std::env::current_exe().expect("this binary"));
+        if reaper == "suite" {
+            child.env(chaos_runtime::reaper::SHARED_ENV, &shared);
+        } else {
+            child.env_remove(chaos_runtime::reaper::SHARED_ENV);
+        }
+        let mut child = child
             .args(["--ignored", "--exact", "victim", "--nocapture"])
             .env("CHAOS_VICTIM_FAULT", kind)
             .env("CHAOS_PROGRESS_FILE", &progress)
@@ -162,7 +183,7 @@ fn harness() {
         std::thread::sleep(Duration::from_secs(10));
         let after_10s = left(pid);
         let row = format!(
-            "| {i} | {sig_name} | {phase}{} | {kind} | {} | {:?} | {:?} |",
+            "| {i} | {sig_name} | {phase}{} | {kind} | {reaper} | {} | {:?} | {:?} |",
             if reached { "" } else { " (not reached)" },
             status.map_or("hung".to_string(), |s| format!("{s}")),
             right_after,
@@ -174,7 +195,7 @@ fn harness() {
     let host_after = common::host_state();
     let host_diff = common::host_diff(&host_before, &host_after);
     let mut table = String::from(
-        "| # | signal | phase | fault | exit | left right after [containers, networks, volumes, reaper] | left 10 s after |\n|---|---|---|---|---|---|---|\n",
+        "| # | signal | phase | fault | reaper | exit | left right after [containers, networks, volumes, reaper] | left 10 s after |\n|---|---|---|---|---|---|---|---|\n",
     );
     for (r, _) in &rows {
         table.push_str(r);

@@ -12,7 +12,7 @@ chaos-proxy: TCP fault proxy with a Toxiproxy-compatible HTTP API
 
 USAGE:
     chaos-proxy [--api ADDR] [--proxy NAME=LISTEN=UPSTREAM]... [--config FILE]
-    chaos-proxy reap --owner ID [--listen ADDR] [--socket PATH]
+    chaos-proxy reap (--owner ID | --shared) [--listen ADDR] [--socket PATH]
 
 OPTIONS:
     --api ADDR            API listen address [env CHAOS_PROXY_API, default 0.0.0.0:8474]
@@ -28,6 +28,9 @@ Prints `chaos-proxy ready` on stdout once the API and every listener are bound.
 `reap` is the reaper a test process starts: it holds one connection on ADDR [default
 0.0.0.0:7070] and, once that connection ends, removes every container, network and volume
 labelled chaos.owner=ID through the Docker socket PATH [default /var/run/docker.sock].
+With --shared it is the reaper of a whole suite (`chaos run`): every process that connects
+names its owner ID in a first line `owner ID`, and its resources go when its connection ends;
+it exits once no connection is left.
 ";
 
 /// What the command line asks for.
@@ -39,10 +42,11 @@ pub enum Command {
     Help,
     /// Print the version.
     Version,
-    /// Be a test process's reaper (see [`crate::reaper`]).
+    /// Be a test process's reaper, or a suite's (see [`crate::reaper`]).
     Reap {
-        /// The owner identity whose resources are removed.
-        owner: String,
+        /// The owner identity whose resources are removed; `None` (`--shared`): each
+        /// connection names its own.
+        owner: Option<String>,
         /// Where the test process connects.
         listen: String,
         /// The Docker socket.
@@ -51,8 +55,9 @@ pub enum Command {
 }
 
 fn parse_reap(args: impl Iterator<Item = String>) -> Result<Command, String> {
-    let (mut owner, mut listen, mut socket) = (
+    let (mut owner, mut shared, mut listen, mut socket) = (
         None,
+        false,
         "0.0.0.0:7070".to_string(),
         "/var/run/docker.sock".to_string(),
     );
@@ -61,14 +66,17 @@ fn parse_reap(args: impl Iterator<Item = String>) -> Result<Command, String> {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--owner" => owner = Some(value()?),
+            "--shared" => shared = true,
             "--listen" => listen = value()?,
             "--socket" => socket = value()?,
             other => return Err(format!("unknown argument {other:?} of reap\n\n{USAGE}")),
         }
     }
-    let owner = owner
-        .filter(|o| !o.is_empty())
-        .ok_or("reap needs --owner ID")?;
+    let owner = match (owner.filter(|o| !o.is_empty()), shared) {
+        (Some(_), true) => return Err("reap takes --owner ID or --shared, not both".into()),
+        (None, false) => return Err("reap needs --owner ID (or --shared)".into()),
+        (owner, _) => owner,
+    };
     Ok(Command::Reap {
         owner,
         listen,
@@ -186,11 +194,20 @@ mod tests {
         assert_eq!(
             parse_args(args(&["reap", "--owner", "b/1/2/3"]), |_| None).unwrap(),
             Command::Reap {
-                owner: "b/1/2/3".into(),
+                owner: Some("b/1/2/3".into()),
+                listen: "0.0.0.0:7070".into(),
+                socket: "/var/run/docker.sock".into(),
+            }
+        );
+        assert_eq!(
+            parse_args(args(&["reap", "--shared"]), |_| None).unwrap(),
+            Command::Reap {
+                owner: None,
                 listen: "0.0.0.0:7070".into(),
                 socket: "/var/run/docker.sock".into(),
             }
         );
         assert!(parse_args(args(&["reap"]), |_| None).is_err());
+        assert!(parse_args(args(&["reap", "--shared", "--owner", "b/1/2/3"]), |_| None).is_err());
     }
 }

@@ -181,8 +181,12 @@ pub fn main_with_args(args: Vec<String>) {
             socket,
         }) => {
             let first_within = std::time::Duration::from_secs(60);
-            match reaper::serve(&owner, &listen, &socket, first_within) {
-                Ok(_) => std::process::exit(0),
+            let served = match owner {
+                Some(owner) => reaper::serve(&owner, &listen, &socket, first_within).map(|_| ()),
+                None => reaper::serve_shared(&listen, &socket, first_within),
+            };
+            match served {
+                Ok(()) => std::process::exit(0),
                 Err(e) => {
                     eprintln!("chaos-proxy reap: {e}");
                     std::process::exit(1);

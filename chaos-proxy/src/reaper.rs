@@ -1,21 +1,34 @@
 //! `chaos-proxy reap`: the reaper a chaos test process starts next to its stacks.
 //!
 //! It runs in a container of its own (the same base image and binary as the fault proxy, with
-//! the Docker socket mounted), accepts one TCP connection from the test process and holds it.
-//! When that connection ends, however the process ended (a clean exit, a panic, SIGKILL, an
-//! OOM kill: the kernel closes the socket in every case), it removes every container, network
-//! and volume labelled with the process's owner identity, prints what it removed and exits (the
-//! container is started with auto-remove). The owner label is unique per process across hosts
-//! and pid namespaces, so a reaper never touches another process's resources; it works the
-//! same when the daemon is shared or remote, because it talks to the daemon from the daemon's
-//! side. Plain std: a Docker API client over the unix socket in HTTP/1.0.
+//! the Docker socket mounted), accepts one TCP connection from the test process, answers
+//! `held` and holds it. When that connection ends, however the process ended (a clean exit, a
+//! panic, SIGKILL, an OOM kill: the kernel closes the socket in every case), it removes every
+//! container, network and volume labelled with the process's owner identity, prints what it
+//! removed and exits (the container is started with auto-remove). The owner label is unique
+//! per process across hosts and pid namespaces, so a reaper never touches another process's
+//! resources; it works the same when the daemon is shared or remote, because it talks to the
+//! daemon from the daemon's side. Plain std: a Docker API client over the unix socket in
+//! HTTP/1.0.
+//!
+//! `reap --shared` ([`serve_shared`]) is one reaper for a whole suite: `chaos run` starts it
+//! once and its test processes connect to it instead of starting one each. Every connection
+//! first names its owner (`owner ID\n`), is answered `held\n`, and that owner's resources go
+//! when that connection ends; the reaper exits once it has held one and none is left.
+//!
+//! The `held` answer tells the process that the reaper itself holds the connection: through a
+//! published port Docker's proxy accepts a connection before the reaper listens.
 use std::io::{self, Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The label whose value names the owning process (set by chaos-runtime on every resource).
 pub const OWNER_LABEL: &str = "chaos.owner";
+
+/// The reaper's answer once it holds a connection.
+pub const HELD: &[u8] = b"held\n";
 
 /// What a reap removed.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -55,17 +68,129 @@ pub fn serve(
     };
     if let Some(mut conn) = conn {
         conn.set_nonblocking(false)?;
-        // A process whose network vanished before its socket was closed (a CI job container
-        // torn down with its namespace) sends no FIN: keepalive probes end the wait instead,
-        // within ~11 s. A live process's kernel answers them, however busy the process is.
-        keepalive(&conn);
-        let mut buf = [0u8; 64];
-        // The process sends nothing: a read returns when the connection ends.
-        while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+        // A process that is gone before the answer is written is reaped all the same.
+        let _ = conn.write_all(HELD);
+        hold(&mut conn);
     } else {
         println!("chaos-reaper: no connection within {first_within:?}; reaping");
     }
-    // Twice: a container being created while the process died may appear a moment later.
+    reap_twice(owner, socket)
+}
+
+/// The reaper of a suite: holds any number of connections, each of which names its owner in
+/// a first line `owner ID` (within 5 s, or it is closed), and reaps that owner once its
+/// connection ends. Returns once it has held a connection and none is left (or none came
+/// within `first_within`).
+pub fn serve_shared(listen: &str, socket: &str, first_within: Duration) -> io::Result<()> {
+    let listener = TcpListener::bind(listen)?;
+    println!("chaos-reaper ready on {listen}, shared: each connection names its {OWNER_LABEL}");
+    let _ = io::stdout().flush();
+    shared_on(listener, socket, first_within)
+}
+
+fn shared_on(listener: TcpListener, socket: &str, first_within: Duration) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let started = Instant::now();
+    let state = Arc::new(Mutex::new(Shared::default()));
+    loop {
+        match listener.accept() {
+            Ok((conn, _)) => {
+                state.lock().unwrap_or_else(|e| e.into_inner()).open += 1;
+                let (state, socket) = (state.clone(), socket.to_string());
+                std::thread::spawn(move || {
+                    held_for_owner(conn, &socket, &state);
+                    state.lock().unwrap_or_else(|e| e.into_inner()).open -= 1;
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let s = *state.lock().unwrap_or_else(|e| e.into_inner());
+                if s.open == 0 && s.held_one {
+                    println!("chaos-reaper: no connection left; done");
+                    return Ok(());
+                }
+                if s.open == 0 && started.elapsed() > first_within {
+                    println!("chaos-reaper: no connection within {first_within:?}; done");
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Connections of a shared reaper: open (reaps in progress included), and whether one was held.
+#[derive(Clone, Copy, Default)]
+struct Shared {
+    open: usize,
+    held_one: bool,
+}
+
+/// One connection of a shared reaper: its owner line, the answer, the hold, the reap.
+fn held_for_owner(mut conn: TcpStream, socket: &str, state: &Mutex<Shared>) {
+    let owner = match owner_line(&mut conn) {
+        Ok(owner) => owner,
+        Err(e) => {
+            println!("chaos-reaper: a connection that named no owner ({e}); closed");
+            return;
+        }
+    };
+    state.lock().unwrap_or_else(|e| e.into_inner()).held_one = true;
+    let _ = conn.write_all(HELD);
+    hold(&mut conn);
+    if let Err(e) = reap_twice(&owner, socket) {
+        println!("chaos-reaper: reaping {OWNER_LABEL}={owner}: {e}");
+    }
+}
+
+/// Reads `owner ID\n` (at most 5 s, 256 bytes); the ID as a label value may hold only
+/// letters, digits and `-./:_` (it goes into a Docker filter).
+fn owner_line(conn: &mut TcpStream) -> io::Result<String> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 256 {
+        if conn.read(&mut byte)? == 0 {
+            return Err(io::Error::other("closed before its owner line"));
+        }
+        if byte[0] == b'\n' {
+            conn.set_read_timeout(None)?;
+            return parse_owner_line(&line);
+        }
+        line.push(byte[0]);
+    }
+    Err(io::Error::other("owner line longer than 256 bytes"))
+}
+
+/// The ID of an `owner ID` line.
+pub fn parse_owner_line(line: &[u8]) -> io::Result<String> {
+    let line = std::str::from_utf8(line).map_err(|_| io::Error::other("not UTF-8"))?;
+    let id = line
+        .trim_end_matches('\r')
+        .strip_prefix("owner ")
+        .ok_or_else(|| io::Error::other(format!("{line:?} is not `owner ID`")))?;
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-./:_".contains(c);
+    if id.is_empty() || !id.chars().all(allowed) {
+        return Err(io::Error::other(format!("{id:?} is not an owner ID")));
+    }
+    Ok(id.to_string())
+}
+
+/// Holds `conn` until it ends.
+fn hold(conn: &mut TcpStream) {
+    // A process whose network vanished before its socket was closed (a CI job container
+    // torn down with its namespace) sends no FIN: keepalive probes end the wait instead,
+    // within ~11 s. A live process's kernel answers them, however busy the process is.
+    keepalive(conn);
+    let mut buf = [0u8; 64];
+    // The process sends nothing more: a read returns when the connection ends.
+    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+}
+
+/// Reaps `owner` twice, 500 ms apart (a container being created while the process died may
+/// appear a moment later), and prints what went.
+fn reap_twice(owner: &str, socket: &str) -> io::Result<Reaped> {
     let mut total = reap(owner, socket)?;
     std::thread::sleep(Duration::from_millis(500));
     let again = reap(owner, socket)?;
@@ -214,6 +339,111 @@ pub fn percent(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Docker socket that answers every request with an empty list and records the paths.
+    fn fake_docker(path: &std::path::Path) -> Arc<Mutex<Vec<String>>> {
+        let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for mut c in listener.incoming().flatten() {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && c.read(&mut b).is_ok_and(|n| n == 1) {
+                    head.push(b[0]);
+                }
+                let line = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                let body = if line.contains("/volumes") {
+                    "{\"Volumes\":[]}"
+                } else {
+                    "[]"
+                };
+                let _ = write!(c, "HTTP/1.0 200 OK\r\n\r\n{body}");
+                log.lock().unwrap().push(line);
+            }
+        });
+        seen
+    }
+
+    fn register(addr: std::net::SocketAddr, line: &str) -> (TcpStream, Vec<u8>) {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(line.as_bytes()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = vec![0u8; 16];
+        let n = c.read(&mut answer).unwrap_or(0);
+        answer.truncate(n);
+        (c, answer)
+    }
+
+    #[test]
+    fn a_shared_reaper_reaps_each_owner_when_its_own_connection_ends_and_then_exits() {
+        let dir = std::env::temp_dir().join(format!("chaos-reaper-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("docker.sock");
+        let _ = std::fs::remove_file(&sock);
+        let seen = fake_docker(&sock);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sock_path = sock.display().to_string();
+        let served = std::thread::spawn(move || {
+            shared_on(listener, &sock_path, Duration::from_secs(30)).unwrap()
+        });
+        let (a, held_a) = register(addr, "owner a/1/2/3\n");
+        let (b, held_b) = register(addr, "owner b/1/2/3\n");
+        assert_eq!((held_a.as_slice(), held_b.as_slice()), (HELD, HELD));
+        let (_c, refused) = register(addr, "hello\n");
+        assert!(
+            refused.is_empty(),
+            "a connection without an owner is closed unanswered"
+        );
+        let asked_for = |owner: &str| {
+            let filter = percent(&format!("{OWNER_LABEL}={owner}"));
+            seen.lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(&filter))
+                .count()
+        };
+        drop(b);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Two reaps of three lists each.
+        while asked_for("b/1/2/3") < 6 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(asked_for("b/1/2/3"), 6, "{:?}", seen.lock().unwrap());
+        assert_eq!(asked_for("a/1/2/3"), 0, "a's connection is still held");
+        assert!(!served.is_finished(), "a is still connected");
+        drop(a);
+        while !served.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            served.is_finished(),
+            "the reaper exits once no connection is left"
+        );
+        assert_eq!(asked_for("a/1/2/3"), 6);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_owner_line_names_an_id_that_is_safe_in_a_filter() {
+        let id = "3f1c-9a/4026531836/4242/123456";
+        assert_eq!(
+            parse_owner_line(format!("owner {id}").as_bytes()).unwrap(),
+            id
+        );
+        assert_eq!(
+            parse_owner_line(format!("owner {id}\r").as_bytes()).unwrap(),
+            id
+        );
+        for bad in ["owner ", "owner b/1\"],\"x\":[\"y", "owner b 1", "held", ""] {
+            assert!(parse_owner_line(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn answers_and_filters_are_read_and_written_right() {

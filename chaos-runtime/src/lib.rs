@@ -38,7 +38,7 @@ pub mod journal;
 pub mod observe;
 pub mod progress;
 pub mod reach;
-mod reaper;
+pub mod reaper;
 pub mod report;
 mod run;
 pub mod slots;

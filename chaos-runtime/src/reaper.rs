@@ -13,6 +13,13 @@
 //!
 //! Signals (SIGINT/SIGTERM) are still handled in-process first (heal, then teardown, see
 //! `interrupt`); the reaper is for what no handler can catch.
+//!
+//! A suite runner starts one reaper for all its test processes instead ([`start_shared`]) and
+//! hands them its address in [`SHARED_ENV`]: each process then connects, names its owner
+//! identity and is held in a few milliseconds, instead of paying a container's start (0.7-1 s
+//! on two cores) before its first stack. The shared reaper removes each process's resources
+//! when that process's connection ends, and goes once none is left. `chaos run` does this; a
+//! process that cannot reach the address starts a reaper of its own, as without it.
 use crate::image;
 use crate::progress;
 use crate::stack::Owner;
@@ -25,16 +32,24 @@ use testcontainers::bollard::query_parameters::{
     StartContainerOptions,
 };
 
-/// The label of a reaper container; its value is the owner it reaps for.
+/// The label of a reaper container; its value is the owner it reaps for (a shared reaper's:
+/// the process that started it).
 pub(crate) const LABEL_REAPER: &str = "chaos.reaper";
 const PORT: &str = "7070/tcp";
+
+/// The environment variable that hands a test process the address of a suite's shared
+/// reaper (`host:port`, as [`start_shared`] returns it).
+pub const SHARED_ENV: &str = "CHAOS_REAPER";
+
+/// What a reaper answers once it holds a connection (see `chaos_proxy::reaper`).
+const HELD_ANSWER: &[u8] = b"held\n";
 
 /// The held connection: kept open for the process's life, closed by the kernel at its end.
 static HELD: std::sync::Mutex<Option<std::net::TcpStream>> = std::sync::Mutex::new(None);
 static STARTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Whether this process holds a connection to a reaper that is still there. The reaper never
-/// writes: a live one leaves nothing to read; an end of stream or a reset means it is gone
+/// Whether this process holds a connection to a reaper that is still there. After its `held`
+/// answer (read when connecting) the reaper never writes: a live one leaves nothing to read; an end of stream or a reset means it is gone
 /// (its daemon restarted, someone removed it).
 fn holding() -> bool {
     let held = HELD.lock().unwrap_or_else(|e| e.into_inner());
@@ -65,8 +80,30 @@ pub(crate) async fn ensure(docker: &Docker) {
         progress::line("reaper", "this process's reaper is gone; starting another");
     }
     let started = Instant::now();
-    match start(docker).await {
-        Ok(stream) => {
+    if let Some(addr) = std::env::var(SHARED_ENV).ok().filter(|a| !a.is_empty()) {
+        let owner = Owner::current().label();
+        match hold(&addr, Some(&owner), Instant::now() + Duration::from_secs(3)).await {
+            Ok(stream) => {
+                *HELD.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
+                progress::line(
+                    "reaper",
+                    &format!(
+                        "held by the suite's reaper at {addr} ({} ms): this process's resources go even if it is killed",
+                        started.elapsed().as_millis()
+                    ),
+                );
+                return;
+            }
+            Err(why) => progress::line(
+                "reaper",
+                &format!(
+                    "the suite's reaper at {addr} ({SHARED_ENV}) did not hold this process ({why}); starting one of its own"
+                ),
+            ),
+        }
+    }
+    match start(docker, Mode::Own).await {
+        Ok((stream, _)) => {
             *HELD.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
             progress::line(
                 "reaper",
@@ -114,7 +151,29 @@ fn own_network(joined: impl Iterator<Item = String>, runs: &[String]) -> Option<
     joined.filter(|n| !runs.contains(n)).min()
 }
 
-async fn start(docker: &Docker) -> Result<std::net::TcpStream, String> {
+/// Starts a reaper for a whole suite and holds a connection to it for this process's life
+/// (so it stays while this process does, and goes, auto-removed, once this process and every
+/// test process that registered with it are gone). Returns the address to hand the test
+/// processes in [`SHARED_ENV`]: reachable from this process, so from its children too.
+///
+/// Takes as long as one container's start (~0.7-1 s on two cores); every test process it
+/// holds then saves that much before its first stack.
+pub async fn start_shared(docker: &Docker) -> Result<String, String> {
+    let _one = STARTING.lock().await;
+    let (stream, addr) = start(docker, Mode::Shared).await?;
+    *HELD.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
+    Ok(addr)
+}
+
+/// A reaper for this process alone, or for a suite.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Own,
+    Shared,
+}
+
+/// Starts a reaper; the held connection and the reaper's address.
+async fn start(docker: &Docker, mode: Mode) -> Result<(std::net::TcpStream, String), String> {
     let tag = image::ensure(docker).await.map_err(|e| e.to_string())?;
     let bin = crate::helper::binary("chaos-proxy", "CHAOS_PROXY_BIN").map_err(|e| e.to_string())?;
     let (data, env) = (bin.loadable().await?, bin.env());
@@ -127,20 +186,15 @@ async fn start(docker: &Docker) -> Result<std::net::TcpStream, String> {
     let owner_id = Owner::current();
     let owner = owner_id.label();
     let socket = docker_socket_on_daemon_host();
+    let mut cmd: Vec<String> = vec!["/usr/local/bin/chaos-proxy".into(), "reap".into()];
+    match mode {
+        Mode::Own => cmd.extend(["--owner".into(), owner.clone()]),
+        Mode::Shared => cmd.push("--shared".into()),
+    }
+    cmd.extend(["--socket".into(), "/var/run/docker.sock".into()]);
     let body = ContainerCreateBody {
         image: Some(tag),
-        cmd: Some(
-            [
-                "/usr/local/bin/chaos-proxy",
-                "reap",
-                "--owner",
-                &owner,
-                "--socket",
-                "/var/run/docker.sock",
-            ]
-            .map(str::to_string)
-            .to_vec(),
-        ),
+        cmd: Some(cmd),
         labels: Some(HashMap::from([(LABEL_REAPER.to_string(), owner.clone())])),
         env: Some(env),
         exposed_ports: Some(vec![PORT.to_string()]),
@@ -165,8 +219,11 @@ async fn start(docker: &Docker) -> Result<std::net::TcpStream, String> {
     // start time: a pid namespace's number is reused once it is gone, and the reaper of the
     // job container that had it may still be reaping.
     let name = format!(
-        "chaos-reaper-{}-{}-{}",
-        owner_id.pid, owner_id.pid_ns, owner_id.start
+        "chaos-reaper-{}{}-{}-{}",
+        if mode == Mode::Shared { "suite-" } else { "" },
+        owner_id.pid,
+        owner_id.pid_ns,
+        owner_id.start
     );
     let opts = CreateContainerOptionsBuilder::new().name(&name).build();
     let created = docker
@@ -231,31 +288,55 @@ async fn start(docker: &Docker) -> Result<std::net::TcpStream, String> {
         cleanup().await;
         return Err(format!("{name} has no address this process can reach"));
     };
-    // The reaper binds within milliseconds; bounded retries until it accepts and holds.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // The reaper binds within milliseconds; bounded retries until it answers that it holds.
+    let owner_line = (mode == Mode::Shared).then_some(owner.as_str());
+    match hold(
+        &target,
+        owner_line,
+        Instant::now() + Duration::from_secs(10),
+    )
+    .await
+    {
+        Ok(stream) => Ok((stream, target)),
+        Err(e) => {
+            cleanup().await;
+            Err(format!("cannot connect to {name} at {target}: {e}"))
+        }
+    }
+}
+
+/// Connects to the reaper at `target` and waits for its `held` answer, having named `owner`
+/// first (a shared reaper); retried every 50 ms until `deadline`. A connection through a
+/// published port is accepted by Docker's proxy even before the reaper listens, and then
+/// closed: only the answer says the reaper holds it.
+async fn hold(
+    target: &str,
+    owner: Option<&str>,
+    deadline: Instant,
+) -> Result<std::net::TcpStream, String> {
+    let line = owner.map(|o| format!("owner {o}\n"));
     loop {
-        let to = target.clone();
+        let (to, line) = (target.to_string(), line.clone());
         let attempt = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
             let addr = std::net::ToSocketAddrs::to_socket_addrs(&to)?
                 .next()
                 .ok_or_else(|| std::io::Error::other(format!("{to} resolves to nothing")))?;
-            let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-            // A connection through the published port is accepted by Docker's proxy even before
-            // the reaper listens; a read that times out (instead of ending) means it is held.
-            s.set_read_timeout(Some(Duration::from_millis(300)))?;
-            let mut b = [0u8; 1];
-            match std::io::Read::read(&mut &s, &mut b) {
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    s.set_read_timeout(None)?;
-                    Ok(s)
-                }
-                _ => Err(std::io::Error::other("not accepted yet")),
+            let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+            if let Some(line) = &line {
+                s.write_all(line.as_bytes())?;
             }
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let mut answer = [0u8; HELD_ANSWER.len()];
+            s.read_exact(&mut answer)?;
+            if answer != HELD_ANSWER {
+                return Err(std::io::Error::other(format!(
+                    "answered {:?}, not held",
+                    String::from_utf8_lossy(&answer)
+                )));
+            }
+            s.set_read_timeout(None)?;
+            Ok(s)
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -264,10 +345,7 @@ async fn start(docker: &Docker) -> Result<std::net::TcpStream, String> {
             Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await
             }
-            Err(e) => {
-                cleanup().await;
-                return Err(format!("cannot connect to {name} at {target}: {e}"));
-            }
+            Err(e) => return Err(e.to_string()),
         }
     }
 }
