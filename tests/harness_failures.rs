@@ -300,6 +300,89 @@ fn leftovers_of_pid(pid: u32) -> Vec<String> {
     out
 }
 
+/// A failed run under `CHAOS_KEEP=1`: its body panics and its stack is kept. Ignored: only
+/// `a_kept_stack_outlives_its_process_and_its_reaper` runs it, in a child process.
+#[test]
+#[ignore = "run in a child process by a_kept_stack_outlives_its_process_and_its_reaper"]
+fn victim_kept() {
+    static SPEC: Spec = Spec {
+        name: "harness_failures::victim_kept",
+        fn_name: "victim_kept",
+        file: file!(),
+        manifest_dir: env!("CARGO_MANIFEST_DIR"),
+        faults: &[FaultSpec {
+            kind: "pause",
+            target: "redis",
+            after_ms: 0,
+            duration_ms: 500,
+            params: &[],
+        }],
+        recover_within_ms: 10_000,
+        observer: Some("fallback"),
+        workload: None,
+        snapshot: false,
+        system: chaos_trading::system,
+        steady: SteadySpec::NONE,
+    };
+    run(
+        &SPEC,
+        Box::new(|_run| Box::pin(async { panic!("deliberate failure, to keep the stack") })),
+    );
+}
+
+/// `CHAOS_KEEP=1` keeps a failed run's stack for inspection: the process's reaper, which
+/// removes what the process owned once it ends, leaves it too (it used to remove it).
+#[test]
+fn a_kept_stack_outlives_its_process_and_its_reaper() {
+    let dir = std::env::temp_dir().join(format!("chaos-kept-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let child = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+        .args(["--ignored", "--exact", "victim_kept", "--nocapture"])
+        .env("CHAOS_KEEP", "1")
+        .env("CHAOS_REPORT_DIR", &dir)
+        .env_remove("CHAOS_REAPER")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr.txt")).expect("stderr file"))
+        .spawn()
+        .expect("spawn the victim");
+    let pid = child.id();
+    let status = wait_bounded(child, Duration::from_secs(300));
+    let stderr = std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default();
+    assert!(!status.success(), "the victim's body fails:\n{stderr}");
+    assert!(stderr.contains("kept stack"), "{stderr}");
+    // Its reaper reaps once the process is gone, then exits: wait for that (bounded).
+    let reaper = format!("name=chaos-reaper-{pid}");
+    let ended = std::time::Instant::now();
+    while !listed(&reaper).is_empty() && ended.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let kept = listed(&format!("label=chaos.pid={pid}"));
+    // Removed here whatever the verdict.
+    for (kind, rm) in [
+        ("ps", ["rm", "-f"]),
+        ("network", ["network", "rm"]),
+        ("volume", ["volume", "rm"]),
+    ] {
+        for line in kept.iter().filter(|l| l.starts_with(&format!("{kind}:"))) {
+            let id = line.split_once(": ").map_or("", |(_, id)| id);
+            let _ = std::process::Command::new("docker")
+                .args(rm)
+                .arg(id)
+                .output();
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        listed(&reaper).is_empty(),
+        "the victim's reaper is still there after 60 s"
+    );
+    let containers = kept.iter().filter(|l| l.starts_with("ps:")).count();
+    assert!(
+        containers >= 4 && kept.iter().any(|l| l.starts_with("network:")),
+        "the kept stack (4 services and their network) should outlive the reaper; left: {kept:?}\n{stderr}"
+    );
+}
+
 /// SIGKILL cannot be handled: the reaper, holding the process's connection, removes the stack
 /// (a frozen Redis among it) within seconds, although no other chaos run ever starts.
 #[test]

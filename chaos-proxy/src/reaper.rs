@@ -234,7 +234,8 @@ fn keepalive(conn: &std::net::TcpStream) {
 }
 
 /// Removes every container (with its anonymous volumes), network and volume labelled
-/// `chaos.owner=<owner>`.
+/// `chaos.owner=<owner>`, except what its run kept for inspection (labelled [`KEEP_LABEL`]:
+/// a failed run under `CHAOS_KEEP=1` leaves its stack running on purpose).
 pub fn reap(owner: &str, socket: &str) -> io::Result<Reaped> {
     let filters = percent(&format!(r#"{{"label":["{OWNER_LABEL}={owner}"]}}"#));
     let mut reaped = Reaped::default();
@@ -269,10 +270,15 @@ pub fn reap(owner: &str, socket: &str) -> io::Result<Reaped> {
     Ok(reaped)
 }
 
+/// The label of resources a run was asked to keep for inspection (`CHAOS_KEEP`): never reaped.
+pub const KEEP_LABEL: &str = "chaos.keep";
+
+/// The `key` of each listed resource, but those labelled [`KEEP_LABEL`].
 fn ids(list: &serde_json::Value, key: &str) -> Vec<String> {
     list.as_array()
         .map(|a| {
             a.iter()
+                .filter(|v| v.get("Labels").and_then(|l| l.get(KEEP_LABEL)).is_none())
                 .filter_map(|v| v.get(key)?.as_str().map(str::to_string))
                 .collect()
         })
@@ -447,7 +453,7 @@ mod tests {
 
     #[test]
     fn answers_and_filters_are_read_and_written_right() {
-        let raw = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n[{\"Id\":\"abc\"}]";
+        let raw = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n[{\"Id\":\"abc\"},{\"Id\":\"kept\",\"Labels\":{\"chaos.keep\":\"true\"}}]";
         let (status, body) = parse_response(raw).unwrap();
         assert_eq!(status, 200);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();

@@ -32,9 +32,9 @@ pub const LABEL_RUN: &str = "chaos.run";
 pub const LABEL_PID: &str = "chaos.pid";
 /// Label naming the owner beyond doubt: `<boot id>/<pid namespace>/<pid>/<start time>`. Only a
 /// process of the same boot and pid namespace can prove the owner gone ([`Owner::is_gone`]).
-pub const LABEL_OWNER: &str = "chaos.owner";
-/// Label of resources made while `CHAOS_KEEP` was set: the sweep never removes them.
-pub const LABEL_KEEP: &str = "chaos.keep";
+pub const LABEL_OWNER: &str = chaos_proxy::reaper::OWNER_LABEL;
+/// Label of resources made while `CHAOS_KEEP` was set: neither the sweep nor a reaper removes them.
+pub const LABEL_KEEP: &str = chaos_proxy::reaper::KEEP_LABEL;
 
 /// Who made a resource: the identity of a process that no other process, host or pid namespace
 /// can share.
