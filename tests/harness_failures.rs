@@ -4,6 +4,36 @@ use chaos_runtime::__private::{FaultSpec, Spec, SteadySpec, run};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// A run observed by the fallbacks, pausing Redis for `$ms`, with a 10 s recovery budget and
+/// no snapshot; `$name` is the test's name in this file. The trading system and its default
+/// workload unless given.
+macro_rules! pause_redis {
+    ($name:literal, $ms:literal) => {
+        pause_redis!($name, $ms, None, chaos_trading::system)
+    };
+    ($name:literal, $ms:literal, $workload:expr, $system:expr) => {
+        Spec {
+            name: concat!("harness_failures::", $name),
+            fn_name: $name,
+            file: file!(),
+            manifest_dir: env!("CARGO_MANIFEST_DIR"),
+            faults: &[FaultSpec {
+                kind: "pause",
+                target: "redis",
+                after_ms: 0,
+                duration_ms: $ms,
+                params: &[],
+            }],
+            recover_within_ms: 10_000,
+            observer: Some("fallback"),
+            workload: $workload,
+            system: $system,
+            steady: SteadySpec::NONE,
+            snapshot: false,
+        }
+    };
+}
+
 static PANICKED_RUN: Mutex<Option<String>> = Mutex::new(None);
 static BROKEN_RUN: Mutex<Option<String>> = Mutex::new(None);
 static FROZEN_RUN: Mutex<Option<String>> = Mutex::new(None);
@@ -49,25 +79,7 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 
 #[test]
 fn a_panicking_body_still_removes_the_stack_and_heals() {
-    static SPEC: Spec = Spec {
-        name: "harness_failures::a_panicking_body",
-        fn_name: "a_panicking_body",
-        file: file!(),
-        manifest_dir: env!("CARGO_MANIFEST_DIR"),
-        faults: &[FaultSpec {
-            kind: "pause",
-            target: "redis",
-            after_ms: 0,
-            duration_ms: 500,
-            params: &[],
-        }],
-        recover_within_ms: 10_000,
-        observer: Some("fallback"),
-        workload: None,
-        system: chaos_trading::system,
-        steady: SteadySpec::NONE,
-        snapshot: false,
-    };
+    static SPEC: Spec = pause_redis!("a_panicking_body", 500);
     private_report_dir();
     let result = std::panic::catch_unwind(|| {
         run(
@@ -136,25 +148,12 @@ fn ping_or_panic() -> chaos_runtime::System {
 /// through the run's guards: the fault is healed, the stack removed, the panic is the test's.
 #[test]
 fn a_panic_while_a_fault_holds_heals_and_removes_everything() {
-    static SPEC: Spec = Spec {
-        name: "harness_failures::a_panic_while_a_fault_holds",
-        fn_name: "a_panic_while_a_fault_holds",
-        file: file!(),
-        manifest_dir: env!("CARGO_MANIFEST_DIR"),
-        faults: &[FaultSpec {
-            kind: "pause",
-            target: "redis",
-            after_ms: 0,
-            duration_ms: 3_000,
-            params: &[],
-        }],
-        recover_within_ms: 10_000,
-        observer: Some("fallback"),
-        workload: Some("ping_or_panic"),
-        system: ping_or_panic,
-        steady: SteadySpec::NONE,
-        snapshot: false,
-    };
+    static SPEC: Spec = pause_redis!(
+        "a_panic_while_a_fault_holds",
+        3_000,
+        Some("ping_or_panic"),
+        ping_or_panic
+    );
     private_report_dir();
     let result = std::panic::catch_unwind(|| run(&SPEC, Box::new(|_| Box::pin(async {}))));
     let err = result.expect_err("the workload's panic must fail the test");
@@ -238,25 +237,7 @@ fn a_broken_budget_prints_the_timeline_and_removes_the_stack() {
 #[test]
 #[ignore = "run in a child process by sigterm_while_a_fault_holds_heals_and_removes_everything"]
 fn victim_of_a_sigterm() {
-    static SPEC: Spec = Spec {
-        name: "harness_failures::victim_of_a_sigterm",
-        fn_name: "victim_of_a_sigterm",
-        file: file!(),
-        manifest_dir: env!("CARGO_MANIFEST_DIR"),
-        faults: &[FaultSpec {
-            kind: "pause",
-            target: "redis",
-            after_ms: 0,
-            duration_ms: 30_000,
-            params: &[],
-        }],
-        recover_within_ms: 10_000,
-        observer: Some("fallback"),
-        workload: None,
-        snapshot: false,
-        system: chaos_trading::system,
-        steady: SteadySpec::NONE,
-    };
+    static SPEC: Spec = pause_redis!("victim_of_a_sigterm", 30_000);
     run(&SPEC, Box::new(|_run| Box::pin(async {})));
 }
 
@@ -305,25 +286,7 @@ fn leftovers_of_pid(pid: u32) -> Vec<String> {
 #[test]
 #[ignore = "run in a child process by a_kept_stack_outlives_its_process_and_its_reaper"]
 fn victim_kept() {
-    static SPEC: Spec = Spec {
-        name: "harness_failures::victim_kept",
-        fn_name: "victim_kept",
-        file: file!(),
-        manifest_dir: env!("CARGO_MANIFEST_DIR"),
-        faults: &[FaultSpec {
-            kind: "pause",
-            target: "redis",
-            after_ms: 0,
-            duration_ms: 500,
-            params: &[],
-        }],
-        recover_within_ms: 10_000,
-        observer: Some("fallback"),
-        workload: None,
-        snapshot: false,
-        system: chaos_trading::system,
-        steady: SteadySpec::NONE,
-    };
+    static SPEC: Spec = pause_redis!("victim_kept", 500);
     run(
         &SPEC,
         Box::new(|_run| Box::pin(async { panic!("deliberate failure, to keep the stack") })),
@@ -341,6 +304,7 @@ fn a_kept_stack_outlives_its_process_and_its_reaper() {
         .env("CHAOS_KEEP", "1")
         .env("CHAOS_REPORT_DIR", &dir)
         .env_remove("CHAOS_REAPER")
+        .env_remove("CHAOS_QUIET")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(dir.join("stderr.txt")).expect("stderr file"))
         .spawn()
@@ -348,8 +312,6 @@ fn a_kept_stack_outlives_its_process_and_its_reaper() {
     let pid = child.id();
     let status = wait_bounded(child, Duration::from_secs(300));
     let stderr = std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default();
-    assert!(!status.success(), "the victim's body fails:\n{stderr}");
-    assert!(stderr.contains("kept stack"), "{stderr}");
     // Its reaper reaps once the process is gone, then exits: wait for that (bounded).
     let reaper = format!("name=chaos-reaper-{pid}");
     let ended = std::time::Instant::now();
@@ -372,6 +334,8 @@ fn a_kept_stack_outlives_its_process_and_its_reaper() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+    assert!(!status.success(), "the victim's body fails:\n{stderr}");
+    assert!(stderr.contains("kept stack"), "{stderr}");
     assert!(
         listed(&reaper).is_empty(),
         "the victim's reaper is still there after 60 s"
