@@ -49,8 +49,8 @@ static HELD: std::sync::Mutex<Option<std::net::TcpStream>> = std::sync::Mutex::n
 static STARTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Whether this process holds a connection to a reaper that is still there. After its `held`
-/// answer (read when connecting) the reaper never writes: a live one leaves nothing to read; an end of stream or a reset means it is gone
-/// (its daemon restarted, someone removed it).
+/// answer (read when connecting) the reaper never writes: a live one leaves nothing to read;
+/// an end of stream or a reset means it is gone (its daemon restarted, someone removed it).
 fn holding() -> bool {
     let held = HELD.lock().unwrap_or_else(|e| e.into_inner());
     held.as_ref().is_some_and(|s| {
