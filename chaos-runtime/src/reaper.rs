@@ -41,8 +41,8 @@ const PORT: &str = "7070/tcp";
 /// reaper (`host:port`, as [`start_shared`] returns it).
 pub const SHARED_ENV: &str = "CHAOS_REAPER";
 
-/// What a reaper answers once it holds a connection (see `chaos_proxy::reaper`).
-const HELD_ANSWER: &[u8] = b"held\n";
+// What a reaper answers once it holds a connection.
+use chaos_proxy::reaper::HELD as HELD_ANSWER;
 
 /// The held connection: kept open for the process's life, closed by the kernel at its end.
 static HELD: std::sync::Mutex<Option<std::net::TcpStream>> = std::sync::Mutex::new(None);
