@@ -122,15 +122,7 @@ fn harness() {
     common::wait_for_reapers();
     // Held by this process for its life, like `chaos run`'s (so before the host's state is
     // read: it is still there at the end).
-    let shared = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
-        .block_on(async {
-            let docker = chaos_runtime::docker::connect().await.expect("Docker");
-            chaos_runtime::reaper::start_shared(&docker).await
-        })
-        .expect("a suite's reaper");
+    let shared = chaos_runtime::reaper::start_shared_blocking().expect("a suite's reaper");
     let host_before = common::host_state();
     let dir = std::env::temp_dir().join(format!("chaos-reliability-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");

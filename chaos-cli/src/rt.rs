@@ -3,7 +3,9 @@
 //! modules move, only this file changes.
 pub use chaos_runtime::doctor::probe_all as probe_host;
 pub use chaos_runtime::progress::{FILE_ENV as PROGRESS_FILE_ENV, Record, What, phases};
-pub use chaos_runtime::reaper::SHARED_ENV as REAPER_ENV;
+pub use chaos_runtime::reaper::{
+    SHARED_ENV as REAPER_ENV, start_shared_blocking as start_suite_reaper,
+};
 pub use chaos_runtime::report::Summary;
 pub use chaos_runtime::report::fmt::civil;
 pub use chaos_runtime::slots::prestart;
@@ -46,24 +48,4 @@ pub fn render_all(dir: &Path) -> Result<PathBuf, String> {
 /// `1.44 s`, `850 ms`: the report's duration format.
 pub fn dur(ms: f64) -> String {
     chaos_runtime::report::fmt::dur(ms)
-}
-
-/// Starts one reaper for the suite's test processes and holds it for this process's life
-/// (`chaos_runtime::reaper::start_shared`); its address, for [`REAPER_ENV`].
-pub fn start_suite_reaper() -> Result<String, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    rt.block_on(async {
-        let start = async {
-            let docker = chaos_runtime::docker::connect()
-                .await
-                .map_err(|e| e.to_string())?;
-            chaos_runtime::reaper::start_shared(&docker).await
-        };
-        tokio::time::timeout(std::time::Duration::from_secs(30), start)
-            .await
-            .map_err(|_| "no answer within 30 s".to_string())?
-    })
 }

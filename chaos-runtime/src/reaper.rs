@@ -165,6 +165,24 @@ pub async fn start_shared(docker: &Docker) -> Result<String, String> {
     Ok(addr)
 }
 
+/// [`start_shared`] from outside an async runtime (a suite runner's `main`, a test harness):
+/// connects to Docker, starts the reaper, gives up after 30 s.
+pub fn start_shared_blocking() -> Result<String, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let start = async {
+            let docker = crate::docker::connect().await.map_err(|e| e.to_string())?;
+            start_shared(&docker).await
+        };
+        tokio::time::timeout(Duration::from_secs(30), start)
+            .await
+            .map_err(|_| "no answer within 30 s".to_string())?
+    })
+}
+
 /// A reaper for this process alone, or for a suite.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
