@@ -12,7 +12,7 @@ chaos-proxy: TCP fault proxy with a Toxiproxy-compatible HTTP API
 
 USAGE:
     chaos-proxy [--api ADDR] [--proxy NAME=LISTEN=UPSTREAM]... [--config FILE]
-    chaos-proxy reap (--owner ID | --shared) [--listen ADDR] [--socket PATH]
+    chaos-proxy reap (--owner ID | --shared [--linger SECS]) [--listen ADDR] [--socket PATH]
 
 OPTIONS:
     --api ADDR            API listen address [env CHAOS_PROXY_API, default 0.0.0.0:8474]
@@ -30,7 +30,8 @@ Prints `chaos-proxy ready` on stdout once the API and every listener are bound.
 labelled chaos.owner=ID through the Docker socket PATH [default /var/run/docker.sock].
 With --shared it is the reaper of a whole suite (`chaos run`): every process that connects
 names its owner ID in a first line `owner ID`, and its resources go when its connection ends;
-it exits once no connection is left.
+it exits once no connection has been left for SECS [default 0] (a `cargo nextest` run's
+reaper lingers, for the run's next test process).
 ";
 
 /// What the command line asks for.
@@ -51,15 +52,18 @@ pub enum Command {
         listen: String,
         /// The Docker socket.
         socket: String,
+        /// How long a shared reaper stays once no connection is left.
+        linger: std::time::Duration,
     },
 }
 
 fn parse_reap(args: impl Iterator<Item = String>) -> Result<Command, String> {
-    let (mut owner, mut shared, mut listen, mut socket) = (
+    let (mut owner, mut shared, mut listen, mut socket, mut linger) = (
         None,
         false,
         "0.0.0.0:7070".to_string(),
         "/var/run/docker.sock".to_string(),
+        None,
     );
     let mut args = args;
     while let Some(flag) = args.next() {
@@ -69,6 +73,13 @@ fn parse_reap(args: impl Iterator<Item = String>) -> Result<Command, String> {
             "--shared" => shared = true,
             "--listen" => listen = value()?,
             "--socket" => socket = value()?,
+            "--linger" => {
+                let v = value()?;
+                let secs: u64 = v
+                    .parse()
+                    .map_err(|_| format!("--linger takes whole seconds, not {v:?}"))?;
+                linger = Some(std::time::Duration::from_secs(secs));
+            }
             other => return Err(format!("unknown argument {other:?} of reap\n\n{USAGE}")),
         }
     }
@@ -77,10 +88,14 @@ fn parse_reap(args: impl Iterator<Item = String>) -> Result<Command, String> {
         (None, false) => return Err("reap needs --owner ID (or --shared)".into()),
         (owner, _) => owner,
     };
+    if owner.is_some() && linger.is_some() {
+        return Err("--linger is for a shared reaper (--shared)".into());
+    }
     Ok(Command::Reap {
         owner,
         listen,
         socket,
+        linger: linger.unwrap_or_default(),
     })
 }
 
@@ -197,6 +212,7 @@ mod tests {
                 owner: Some("b/1/2/3".into()),
                 listen: "0.0.0.0:7070".into(),
                 socket: "/var/run/docker.sock".into(),
+                linger: std::time::Duration::ZERO,
             }
         );
         assert_eq!(
@@ -205,7 +221,25 @@ mod tests {
                 owner: None,
                 listen: "0.0.0.0:7070".into(),
                 socket: "/var/run/docker.sock".into(),
+                linger: std::time::Duration::ZERO,
             }
+        );
+        assert_eq!(
+            parse_args(args(&["reap", "--shared", "--linger", "10"]), |_| None).unwrap(),
+            Command::Reap {
+                owner: None,
+                listen: "0.0.0.0:7070".into(),
+                socket: "/var/run/docker.sock".into(),
+                linger: std::time::Duration::from_secs(10),
+            }
+        );
+        assert!(parse_args(args(&["reap", "--shared", "--linger", "1.5"]), |_| None).is_err());
+        assert!(
+            parse_args(
+                args(&["reap", "--owner", "b/1/2/3", "--linger", "1"]),
+                |_| None
+            )
+            .is_err()
         );
         assert!(parse_args(args(&["reap"]), |_| None).is_err());
         assert!(parse_args(args(&["reap", "--shared", "--owner", "b/1/2/3"]), |_| None).is_err());

@@ -179,11 +179,12 @@ pub fn main_with_args(args: Vec<String>) {
             owner,
             listen,
             socket,
+            linger,
         }) => {
             let first_within = std::time::Duration::from_secs(60);
             let served = match owner {
                 Some(owner) => reaper::serve(&owner, &listen, &socket, first_within).map(|_| ()),
-                None => reaper::serve_shared(&listen, &socket, first_within),
+                None => reaper::serve_shared(&listen, &socket, first_within, linger),
             };
             match served {
                 Ok(()) => std::process::exit(0),

@@ -14,7 +14,9 @@
 //! `reap --shared` ([`serve_shared`]) is one reaper for a whole suite: `chaos run` starts it
 //! once and its test processes connect to it instead of starting one each. Every connection
 //! first names its owner (`owner ID\n`), is answered `held\n`, and that owner's resources go
-//! when that connection ends; the reaper exits once it has held one and none is left.
+//! when that connection ends; the reaper exits once it has held one and none is left — or,
+//! with a linger, once none has been left for that long (a reaper shared by the test
+//! processes of one `cargo nextest` run, which come and go one after another).
 //!
 //! The `held` answer tells the process that the reaper itself holds the connection: through a
 //! published port Docker's proxy accepts a connection before the reaper listens.
@@ -79,19 +81,31 @@ pub fn serve(
 
 /// The reaper of a suite: holds any number of connections, each of which names its owner in
 /// a first line `owner ID` (within 5 s, or it is closed), and reaps that owner once its
-/// connection ends. Returns once it has held a connection and none is left (or none came
-/// within `first_within`).
-pub fn serve_shared(listen: &str, socket: &str, first_within: Duration) -> io::Result<()> {
+/// connection ends. Returns once it has held a connection and none has been left for
+/// `linger` (or none came within `first_within`).
+pub fn serve_shared(
+    listen: &str,
+    socket: &str,
+    first_within: Duration,
+    linger: Duration,
+) -> io::Result<()> {
     let listener = TcpListener::bind(listen)?;
     println!("chaos-reaper ready on {listen}, shared: each connection names its {OWNER_LABEL}");
     let _ = io::stdout().flush();
-    shared_on(listener, socket, first_within)
+    shared_on(listener, socket, first_within, linger)
 }
 
-fn shared_on(listener: TcpListener, socket: &str, first_within: Duration) -> io::Result<()> {
+fn shared_on(
+    listener: TcpListener,
+    socket: &str,
+    first_within: Duration,
+    linger: Duration,
+) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let started = Instant::now();
     let state = Arc::new(Mutex::new(Shared::default()));
+    // Since when no connection has been open, once one was held.
+    let mut empty_since: Option<Instant> = None;
     loop {
         match listener.accept() {
             Ok((conn, _)) => {
@@ -104,7 +118,9 @@ fn shared_on(listener: TcpListener, socket: &str, first_within: Duration) -> io:
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let s = *state.lock().unwrap_or_else(|e| e.into_inner());
-                if s.open == 0 && s.held_one {
+                if s.open > 0 || !s.held_one {
+                    empty_since = None;
+                } else if empty_since.get_or_insert_with(Instant::now).elapsed() >= linger {
                     println!("chaos-reaper: no connection left; done");
                     return Ok(());
                 }
@@ -396,7 +412,13 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let sock_path = sock.display().to_string();
         let served = std::thread::spawn(move || {
-            shared_on(listener, &sock_path, Duration::from_secs(30)).unwrap()
+            shared_on(
+                listener,
+                &sock_path,
+                Duration::from_secs(30),
+                Duration::ZERO,
+            )
+            .unwrap()
         });
         let (a, held_a) = register(addr, "owner a/1/2/3\n");
         let (b, held_b) = register(addr, "owner b/1/2/3\n");
@@ -432,6 +454,46 @@ mod tests {
             "the reaper exits once no connection is left"
         );
         assert_eq!(asked_for("a/1/2/3"), 6);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_lingering_shared_reaper_holds_the_next_process_that_comes_within_its_linger() {
+        let dir = std::env::temp_dir().join(format!("chaos-reaper-linger-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("docker.sock");
+        let _ = std::fs::remove_file(&sock);
+        let _seen = fake_docker(&sock);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sock_path = sock.display().to_string();
+        let linger = Duration::from_millis(1500);
+        let served = std::thread::spawn(move || {
+            shared_on(listener, &sock_path, Duration::from_secs(30), linger).unwrap()
+        });
+        // One test process after the other, a gap between them (nextest's processes).
+        let (a, held_a) = register(addr, "owner a/1/2/3\n");
+        assert_eq!(held_a, HELD);
+        drop(a);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !served.is_finished(),
+            "it lingers after the last connection"
+        );
+        let (b, held_b) = register(addr, "owner b/1/2/3\n");
+        assert_eq!(held_b, HELD, "the next process is held within the linger");
+        drop(b);
+        let gone = Instant::now();
+        let deadline = gone + Duration::from_secs(10);
+        while !served.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(served.is_finished(), "it exits once the linger is over");
+        assert!(
+            gone.elapsed() >= linger,
+            "it exited {:?} after the last connection, before its linger",
+            gone.elapsed()
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
