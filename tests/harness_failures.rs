@@ -304,6 +304,7 @@ fn a_kept_stack_outlives_its_process_and_its_reaper() {
         .env("CHAOS_KEEP", "1")
         .env("CHAOS_REPORT_DIR", &dir)
         .env_remove("CHAOS_REAPER")
+        .env_remove("NEXTEST_RUN_ID")
         .env_remove("CHAOS_QUIET")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(dir.join("stderr.txt")).expect("stderr file"))

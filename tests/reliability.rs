@@ -13,7 +13,9 @@
 //! and compares the host's packet-filter rules and qdiscs before and after the whole harness.
 //! The table goes to stdout and to `target/chaos/reliability.md`. One abort in three is held by
 //! a suite's shared reaper (started by the harness, as `chaos run` starts one) instead of a
-//! reaper of its own. A kill 0-900 ms into the
+//! reaper of its own, and one in three by the reaper of a nextest run (the victims of those
+//! share one `NEXTEST_RUN_ID`, as the test processes of one `cargo nextest run` do). A kill
+//! 0-900 ms into the
 //! `recovered` phase lands in the report (journal, HTML page), the test body or the stack's
 //! removal (the last phase, `verdict`, comes after that: too late to interrupt anything).
 //!
@@ -40,6 +42,8 @@ const PHASES: &[&str] = &[
     "healed",
     "recovered",
 ];
+/// What nextest sets in each test process, the same for one run.
+const NEXTEST_RUN: &str = "NEXTEST_RUN_ID";
 const SIGNALS: &[(i32, &str)] = &[
     (libc::SIGINT, "SIGINT"),
     (libc::SIGTERM, "SIGTERM"),
@@ -124,6 +128,9 @@ fn harness() {
     // read: it is still there at the end).
     let shared = chaos_runtime::reaper::start_shared_blocking().expect("a suite's reaper");
     let host_before = common::host_state();
+    // The victims of one abort in three are the test processes of one nextest run: they share
+    // that run's reaper, which the first of them starts.
+    let nextest_run = format!("reliability-{}", std::process::id());
     let dir = std::env::temp_dir().join(format!("chaos-reliability-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut rows = Vec::new();
@@ -134,15 +141,18 @@ fn harness() {
         let phase = PHASES[c % PHASES.len()];
         let (sig, sig_name) = SIGNALS[(c + 2 * (c / PHASES.len())) % SIGNALS.len()];
         let kind = KINDS[i % KINDS.len()];
-        // 8 runs hold a SIGKILL of each kind of reaper (i = 2 and 6).
-        let reaper = if i % 3 == 2 { "suite" } else { "own" };
+        // 11 runs hold a SIGKILL of each kind of reaper (i = 2, 6 and 10).
+        let reaper = ["own", "nextest", "suite"][i % 3];
         let progress = dir.join(format!("progress-{i}.jsonl"));
         let mut child = std::process::Command::new(std::env::current_exe().expect("this binary"));
-        if reaper == "suite" {
-            child.env(chaos_runtime::reaper::SHARED_ENV, &shared);
-        } else {
-            child.env_remove(chaos_runtime::reaper::SHARED_ENV);
-        }
+        child
+            .env_remove(chaos_runtime::reaper::SHARED_ENV)
+            .env_remove(NEXTEST_RUN);
+        match reaper {
+            "suite" => child.env(chaos_runtime::reaper::SHARED_ENV, &shared),
+            "nextest" => child.env(NEXTEST_RUN, &nextest_run),
+            _ => &mut child,
+        };
         let mut child = child
             .args(["--ignored", "--exact", "victim", "--nocapture"])
             .env("CHAOS_VICTIM_FAULT", kind)
@@ -183,6 +193,14 @@ fn harness() {
         );
         eprintln!("{row}");
         rows.push((row, after_10s));
+    }
+    // The nextest run's reaper lingers 10 s after its last victim; then it goes.
+    let lingering = format!("name=chaos-reaper-nextest-{nextest_run}");
+    let quiet = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < quiet
+        && !lines("docker", &["ps", "-aq", "--filter", &lingering]).is_empty()
+    {
+        std::thread::sleep(Duration::from_millis(200));
     }
     let host_after = common::host_state();
     let host_diff = common::host_diff(&host_before, &host_after);

@@ -20,6 +20,12 @@
 //! on two cores) before its first stack. The shared reaper removes each process's resources
 //! when that process's connection ends, and goes once none is left. `chaos run` does this; a
 //! process that cannot reach the address starts a reaper of its own, as without it.
+//!
+//! Under `cargo nextest run`, which starts a process per test, the test processes of one run
+//! (`NEXTEST_RUN_ID`) share a reaper without any set-up: the first creates it under a name
+//! made of the run's id, the others find it by that name (a creation that conflicts) and
+//! register. It stays 10 s after the last process of the run is gone, for the next one, then
+//! exits and is auto-removed. `CHAOS_REAPER=own` keeps a reaper per process.
 use crate::image;
 use crate::progress;
 use crate::stack::Owner;
@@ -38,8 +44,13 @@ pub(crate) const LABEL_REAPER: &str = "chaos.reaper";
 const PORT: &str = "7070/tcp";
 
 /// The environment variable that hands a test process the address of a suite's shared
-/// reaper (`host:port`, as [`start_shared`] returns it).
+/// reaper (`host:port`, as [`start_shared`] returns it). `own`: a reaper of its own, also
+/// under nextest.
 pub const SHARED_ENV: &str = "CHAOS_REAPER";
+
+/// The variable nextest sets, the same for every test process of one `cargo nextest run`:
+/// they share one reaper, started by the first of them.
+const NEXTEST_RUN_ENV: &str = "NEXTEST_RUN_ID";
 
 // What a reaper answers once it holds a connection.
 use chaos_proxy::reaper::HELD as HELD_ANSWER;
@@ -80,7 +91,10 @@ pub(crate) async fn ensure(docker: &Docker) {
         progress::line("reaper", "this process's reaper is gone; starting another");
     }
     let started = Instant::now();
-    if let Some(addr) = std::env::var(SHARED_ENV).ok().filter(|a| !a.is_empty()) {
+    if let Some(addr) = std::env::var(SHARED_ENV)
+        .ok()
+        .filter(|a| !a.is_empty() && a != "own")
+    {
         let owner = Owner::current().label();
         match hold(&addr, Some(&owner), Instant::now() + Duration::from_secs(3)).await {
             Ok(stream) => {
@@ -99,6 +113,25 @@ pub(crate) async fn ensure(docker: &Docker) {
                 &format!(
                     "the suite's reaper at {addr} ({SHARED_ENV}) did not hold this process ({why}); starting one of its own"
                 ),
+            ),
+        }
+    }
+    if let Some(run) = nextest_run() {
+        match start(docker, Mode::Run(run.clone())).await {
+            Ok((stream, addr)) => {
+                *HELD.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
+                progress::line(
+                    "reaper",
+                    &format!(
+                        "held by the reaper of nextest run {run} at {addr} ({} ms): this process's resources go even if it is killed",
+                        started.elapsed().as_millis()
+                    ),
+                );
+                return;
+            }
+            Err(why) => progress::line(
+                "reaper",
+                &format!("the reaper of nextest run {run}: {why}; starting one of its own"),
             ),
         }
     }
@@ -183,18 +216,47 @@ pub fn start_shared_blocking() -> Result<String, String> {
     })
 }
 
-/// A reaper for this process alone, or for a suite.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// A reaper for this process alone, for a suite, or for the test processes of one `cargo
+/// nextest` run (named after the run, found by that name, lingering between them).
+#[derive(Clone, PartialEq, Eq)]
 enum Mode {
     Own,
     Shared,
+    Run(String),
 }
 
-/// Starts a reaper; the held connection and the reaper's address.
+/// How long a nextest run's reaper stays once no test process is left: nextest starts the
+/// next one within milliseconds of a slot freeing; a longer gap only costs that process a
+/// reaper of its own.
+const RUN_LINGER_SECS: u64 = 10;
+
+/// The nextest run this process is a test of ([`NEXTEST_RUN_ENV`]), as a container name's
+/// part; `None` outside nextest, or when [`SHARED_ENV`] is `own`.
+fn nextest_run() -> Option<String> {
+    run_of(
+        std::env::var(SHARED_ENV).ok().as_deref(),
+        std::env::var(NEXTEST_RUN_ENV).ok().as_deref(),
+    )
+}
+
+/// [`nextest_run`] of the two variables' values.
+fn run_of(shared: Option<&str>, run: Option<&str>) -> Option<String> {
+    if shared == Some("own") {
+        return None;
+    }
+    let id: String = run?
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(64)
+        .collect();
+    (!id.is_empty()).then_some(id)
+}
+
+/// Starts a reaper; the held connection and the reaper's address. A nextest run's reaper that
+/// another test process of the run started already is joined instead.
 async fn start(docker: &Docker, mode: Mode) -> Result<(std::net::TcpStream, String), String> {
     let tag = image::ensure(docker).await.map_err(|e| e.to_string())?;
     let bin = crate::helper::binary("chaos-proxy", "CHAOS_PROXY_BIN").map_err(|e| e.to_string())?;
-    let (data, env) = (bin.loadable().await?, bin.env());
     let reach = crate::reach::detect(docker).await?;
     // From a job container: the reaper joins that container's own network and is reached there.
     let network = match &reach {
@@ -205,16 +267,21 @@ async fn start(docker: &Docker, mode: Mode) -> Result<(std::net::TcpStream, Stri
     let owner = owner_id.label();
     let socket = docker_socket_on_daemon_host();
     let mut cmd: Vec<String> = vec!["/usr/local/bin/chaos-proxy".into(), "reap".into()];
-    match mode {
+    match &mode {
         Mode::Own => cmd.extend(["--owner".into(), owner.clone()]),
         Mode::Shared => cmd.push("--shared".into()),
+        Mode::Run(_) => cmd.extend([
+            "--shared".into(),
+            "--linger".into(),
+            RUN_LINGER_SECS.to_string(),
+        ]),
     }
     cmd.extend(["--socket".into(), "/var/run/docker.sock".into()]);
     let body = ContainerCreateBody {
         image: Some(tag),
         cmd: Some(cmd),
         labels: Some(HashMap::from([(LABEL_REAPER.to_string(), owner.clone())])),
-        env: Some(env),
+        env: Some(bin.env()),
         exposed_ports: Some(vec![PORT.to_string()]),
         host_config: Some(HostConfig {
             auto_remove: Some(true),
@@ -236,22 +303,34 @@ async fn start(docker: &Docker, mode: Mode) -> Result<(std::net::TcpStream, Stri
     // Pid and pid namespace: job containers on one engine may each have a process 7. And the
     // start time: a pid namespace's number is reused once it is gone, and the reaper of the
     // job container that had it may still be reaping.
-    let name = format!(
-        "chaos-reaper-{}{}-{}-{}",
-        if mode == Mode::Shared { "suite-" } else { "" },
-        owner_id.pid,
-        owner_id.pid_ns,
-        owner_id.start
-    );
+    let name = match &mode {
+        Mode::Run(run) => format!("chaos-reaper-nextest-{run}"),
+        _ => format!(
+            "chaos-reaper-{}{}-{}-{}",
+            if mode == Mode::Shared { "suite-" } else { "" },
+            owner_id.pid,
+            owner_id.pid_ns,
+            owner_id.start
+        ),
+    };
+    // Only a shared reaper is told who connects.
+    let owner_line = (mode != Mode::Own).then_some(owner.as_str());
     let opts = CreateContainerOptionsBuilder::new().name(&name).build();
-    let created = docker
-        .create_container(Some(opts), body)
-        .await
-        .map_err(|e| format!("creating {name}: {e}"))?;
+    let created = match docker.create_container(Some(opts), body).await {
+        Ok(created) => created.id,
+        // Another test process of the run made it: hold a connection to it once it answers.
+        Err(testcontainers::bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            ..
+        }) if matches!(mode, Mode::Run(_)) => {
+            return join(docker, &name, &reach, network.as_deref(), owner_line).await;
+        }
+        Err(e) => return Err(format!("creating {name}: {e}")),
+    };
     let cleanup = || async {
         let _ = docker
             .remove_container(
-                &created.id,
+                &created,
                 Some(
                     testcontainers::bollard::query_parameters::RemoveContainerOptionsBuilder::new()
                         .force(true)
@@ -260,9 +339,16 @@ async fn start(docker: &Docker, mode: Mode) -> Result<(std::net::TcpStream, Stri
             )
             .await;
     };
+    let data = match bin.loadable().await {
+        Ok(data) => data,
+        Err(e) => {
+            cleanup().await;
+            return Err(e);
+        }
+    };
     if let Err(e) = docker
         .upload_to_container(
-            &created.id,
+            &created,
             Some(
                 testcontainers::bollard::query_parameters::UploadToContainerOptionsBuilder::new()
                     .path("/usr/local/bin")
@@ -278,36 +364,21 @@ async fn start(docker: &Docker, mode: Mode) -> Result<(std::net::TcpStream, Stri
         return Err(format!("copying chaos-proxy into {name}: {e}"));
     }
     if let Err(e) = docker
-        .start_container(&created.id, None::<StartContainerOptions>)
+        .start_container(&created, None::<StartContainerOptions>)
         .await
     {
         cleanup().await;
         return Err(format!("starting {name}: {e}"));
     }
     let info = docker
-        .inspect_container(&created.id, None::<InspectContainerOptions>)
+        .inspect_container(&created, None::<InspectContainerOptions>)
         .await
         .map_err(|e| format!("inspecting {name}: {e}"))?;
-    let settings = info.network_settings.unwrap_or_default();
-    let target = match (&reach, &network) {
-        (_, Some(net)) => settings
-            .networks
-            .and_then(|n| n.get(net)?.ip_address.clone())
-            .filter(|ip| !ip.is_empty())
-            .map(|ip| format!("{ip}:{}", PORT.trim_end_matches("/tcp"))),
-        (crate::reach::Reach::Published { host }, None) => settings
-            .ports
-            .and_then(|p| p.get(PORT).cloned().flatten())
-            .and_then(|b| b.into_iter().find_map(|b| b.host_port?.parse::<u16>().ok()))
-            .map(|port| format!("{host}:{port}")),
-        (crate::reach::Reach::Direct { .. }, None) => None,
-    };
-    let Some(target) = target else {
+    let Some(target) = target_of(info, &reach, network.as_deref()) else {
         cleanup().await;
         return Err(format!("{name} has no address this process can reach"));
     };
     // The reaper binds within milliseconds; bounded retries until it answers that it holds.
-    let owner_line = (mode == Mode::Shared).then_some(owner.as_str());
     match hold(
         &target,
         owner_line,
@@ -320,6 +391,71 @@ async fn start(docker: &Docker, mode: Mode) -> Result<(std::net::TcpStream, Stri
             cleanup().await;
             Err(format!("cannot connect to {name} at {target}: {e}"))
         }
+    }
+}
+
+/// Where this process reaches the reaper `info` describes (`None`: no address from here, or
+/// none yet: a container's port is published when it starts).
+fn target_of(
+    info: testcontainers::bollard::models::ContainerInspectResponse,
+    reach: &crate::reach::Reach,
+    network: Option<&str>,
+) -> Option<String> {
+    let settings = info.network_settings.unwrap_or_default();
+    match (reach, network) {
+        (_, Some(net)) => settings
+            .networks
+            .and_then(|n| n.get(net)?.ip_address.clone())
+            .filter(|ip| !ip.is_empty())
+            .map(|ip| format!("{ip}:{}", PORT.trim_end_matches("/tcp"))),
+        (crate::reach::Reach::Published { host }, None) => settings
+            .ports
+            .and_then(|p| p.get(PORT).cloned().flatten())
+            .and_then(|b| b.into_iter().find_map(|b| b.host_port?.parse::<u16>().ok()))
+            .map(|port| format!("{host}:{port}")),
+        (crate::reach::Reach::Direct { .. }, None) => None,
+    }
+}
+
+/// Joins the nextest run's reaper `name` that another test process created: waits (at most
+/// 10 s) until it runs and has an address, then (at most 2 s) until it holds this process's
+/// connection. One that is going (its linger over) is an error: the caller starts its own.
+async fn join(
+    docker: &Docker,
+    name: &str,
+    reach: &crate::reach::Reach,
+    network: Option<&str>,
+    owner: Option<&str>,
+) -> Result<(std::net::TcpStream, String), String> {
+    let began = Instant::now();
+    let deadline = began + Duration::from_secs(10);
+    loop {
+        use testcontainers::bollard::models::ContainerStateStatusEnum as Status;
+        let found = match docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(info) => match info.state.as_ref().and_then(|s| s.status) {
+                None | Some(Status::CREATED | Status::RUNNING) => target_of(info, reach, network),
+                Some(status) => return Err(format!("{name} is {status}: its linger is over")),
+            },
+            // Its name is taken as its creation begins, before it can be inspected: a moment
+            // later it is there (or it went, its linger over, and this process starts its own).
+            Err(testcontainers::bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                ..
+            }) if began.elapsed() < Duration::from_secs(1) => None,
+            Err(e) => return Err(format!("inspecting {name}: {e}")),
+        };
+        if let Some(target) = found {
+            // A live reaper answers within milliseconds.
+            let stream = hold(&target, owner, Instant::now() + Duration::from_secs(2)).await?;
+            return Ok((stream, target));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{name} did not run within 10 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -380,7 +516,22 @@ fn docker_socket_on_daemon_host() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::own_network;
+    use super::{own_network, run_of};
+
+    #[test]
+    fn a_nextest_run_names_its_reaper_unless_the_process_wants_its_own() {
+        let uuid = "0f8a2c3e-5b1d-4c7e-9a6f-2d4b8e1c7a90";
+        assert_eq!(run_of(None, Some(uuid)).as_deref(), Some(uuid));
+        assert_eq!(run_of(Some("own"), Some(uuid)), None);
+        assert_eq!(run_of(None, None), None);
+        // Only what a container's name may hold, at most 64 characters of it.
+        assert_eq!(run_of(None, Some("a b/c_d")).as_deref(), Some("abcd"));
+        assert_eq!(run_of(None, Some("/ ")), None);
+        assert_eq!(
+            run_of(None, Some(&"x".repeat(100))).map(|r| r.len()),
+            Some(64)
+        );
+    }
 
     #[test]
     fn the_reaper_joins_the_job_containers_own_network_never_a_runs() {
