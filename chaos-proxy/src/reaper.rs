@@ -401,9 +401,17 @@ mod tests {
         (c, answer)
     }
 
-    #[test]
-    fn a_shared_reaper_reaps_each_owner_when_its_own_connection_ends_and_then_exits() {
-        let dir = std::env::temp_dir().join(format!("chaos-reaper-test-{}", std::process::id()));
+    /// A shared reaper on a loopback port, with a fake Docker socket in a directory of its own.
+    struct Fixture {
+        addr: std::net::SocketAddr,
+        /// The requests Docker got.
+        seen: Arc<Mutex<Vec<String>>>,
+        served: std::thread::JoinHandle<()>,
+        dir: std::path::PathBuf,
+    }
+
+    fn shared_reaper(test: &str, linger: Duration) -> Fixture {
+        let dir = std::env::temp_dir().join(format!("chaos-reaper-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let sock = dir.join("docker.sock");
         let _ = std::fs::remove_file(&sock);
@@ -412,14 +420,24 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let sock_path = sock.display().to_string();
         let served = std::thread::spawn(move || {
-            shared_on(
-                listener,
-                &sock_path,
-                Duration::from_secs(30),
-                Duration::ZERO,
-            )
-            .unwrap()
+            shared_on(listener, &sock_path, Duration::from_secs(30), linger).unwrap()
         });
+        Fixture {
+            addr,
+            seen,
+            served,
+            dir,
+        }
+    }
+
+    #[test]
+    fn a_shared_reaper_reaps_each_owner_when_its_own_connection_ends_and_then_exits() {
+        let Fixture {
+            addr,
+            seen,
+            served,
+            dir,
+        } = shared_reaper("test", Duration::ZERO);
         let (a, held_a) = register(addr, "owner a/1/2/3\n");
         let (b, held_b) = register(addr, "owner b/1/2/3\n");
         assert_eq!((held_a.as_slice(), held_b.as_slice()), (HELD, HELD));
@@ -459,18 +477,10 @@ mod tests {
 
     #[test]
     fn a_lingering_shared_reaper_holds_the_next_process_that_comes_within_its_linger() {
-        let dir = std::env::temp_dir().join(format!("chaos-reaper-linger-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let sock = dir.join("docker.sock");
-        let _ = std::fs::remove_file(&sock);
-        let _seen = fake_docker(&sock);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let sock_path = sock.display().to_string();
         let linger = Duration::from_millis(1500);
-        let served = std::thread::spawn(move || {
-            shared_on(listener, &sock_path, Duration::from_secs(30), linger).unwrap()
-        });
+        let Fixture {
+            addr, served, dir, ..
+        } = shared_reaper("linger", linger);
         // One test process after the other, a gap between them (nextest's processes).
         let (a, held_a) = register(addr, "owner a/1/2/3\n");
         assert_eq!(held_a, HELD);

@@ -91,23 +91,24 @@ pub(crate) async fn ensure(docker: &Docker) {
         progress::line("reaper", "this process's reaper is gone; starting another");
     }
     let started = Instant::now();
+    // Keeps the held connection for the process's life and says by whom it is held.
+    let keep = |stream, by: &str| {
+        *HELD.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
+        progress::line(
+            "reaper",
+            &format!(
+                "{by} ({} ms): this process's resources go even if it is killed",
+                started.elapsed().as_millis()
+            ),
+        );
+    };
     if let Some(addr) = std::env::var(SHARED_ENV)
         .ok()
         .filter(|a| !a.is_empty() && a != "own")
     {
         let owner = Owner::current().label();
         match hold(&addr, Some(&owner), Instant::now() + Duration::from_secs(3)).await {
-            Ok(stream) => {
-                *HELD.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
-                progress::line(
-                    "reaper",
-                    &format!(
-                        "held by the suite's reaper at {addr} ({} ms): this process's resources go even if it is killed",
-                        started.elapsed().as_millis()
-                    ),
-                );
-                return;
-            }
+            Ok(stream) => return keep(stream, &format!("held by the suite's reaper at {addr}")),
             Err(why) => progress::line(
                 "reaper",
                 &format!(
@@ -119,15 +120,10 @@ pub(crate) async fn ensure(docker: &Docker) {
     if let Some(run) = nextest_run() {
         match start(docker, Mode::Run(run.clone())).await {
             Ok((stream, addr)) => {
-                *HELD.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
-                progress::line(
-                    "reaper",
-                    &format!(
-                        "held by the reaper of nextest run {run} at {addr} ({} ms): this process's resources go even if it is killed",
-                        started.elapsed().as_millis()
-                    ),
+                return keep(
+                    stream,
+                    &format!("held by the reaper of nextest run {run} at {addr}"),
                 );
-                return;
             }
             Err(why) => progress::line(
                 "reaper",
@@ -136,16 +132,7 @@ pub(crate) async fn ensure(docker: &Docker) {
         }
     }
     match start(docker, Mode::Own).await {
-        Ok((stream, _)) => {
-            *HELD.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
-            progress::line(
-                "reaper",
-                &format!(
-                    "holding a connection to this process's reaper ({} ms): its resources go even if it is killed",
-                    started.elapsed().as_millis()
-                ),
-            );
-        }
+        Ok((stream, _)) => keep(stream, "held by this process's own reaper"),
         Err(why) => progress::line(
             "reaper",
             &format!(
