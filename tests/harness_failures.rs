@@ -583,3 +583,57 @@ fn wait_bounded(mut child: std::process::Child, limit: Duration) -> std::process
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A process killed between its reaper's creation and its start (a fraction of a second)
+/// leaves a container that was never started, so never removes itself: the next run's sweep
+/// removes it once its owner is provably gone, and leaves a live owner's alone.
+#[test]
+fn an_unstarted_reaper_of_a_dead_process_is_swept_and_a_live_ones_is_kept() {
+    use chaos_runtime::stack::Owner;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let docker = chaos_runtime::docker::connect().await.expect("Docker");
+        let image = chaos_runtime::image::ensure(&docker)
+            .await
+            .expect("base image");
+        let mut gone = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let gone_pid = gone.id();
+        gone.wait().expect("wait");
+        let me = Owner::current();
+        let dead = Owner {
+            pid: gone_pid,
+            ..me.clone()
+        };
+        let mut ids = Vec::new();
+        for (who, owner) in [("dead", &dead), ("live", &me)] {
+            let name = format!("chaos-test-unstarted-reaper-{who}-{}", std::process::id());
+            let label = format!("chaos.reaper={}", owner.label());
+            let created = std::process::Command::new("docker")
+                .args(["create", "--name", &name, "--label", &label, &image, "true"])
+                .output()
+                .expect("docker create");
+            assert!(created.status.success(), "docker create: {created:?}");
+            ids.push(name);
+        }
+        chaos_runtime::stack::sweep(&docker).await;
+        let dead_left = listed(&format!("name={}", ids[0]));
+        let live_left = listed(&format!("name={}", ids[1]));
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &ids[0], &ids[1]])
+            .output();
+        assert!(
+            dead_left.is_empty(),
+            "the dead owner's is still there: {dead_left:?}"
+        );
+        assert_eq!(
+            live_left.len(),
+            1,
+            "the live owner's must stay: {live_left:?}"
+        );
+    });
+}

@@ -1362,6 +1362,37 @@ async fn remove_labelled(
 pub async fn sweep(docker: &Docker) -> usize {
     let me = Owner::current();
     remove_labelled(docker, LABEL_MANAGED, |labels| sweepable(labels, &me)).await
+        + sweep_unstarted_reapers(docker, &me).await
+}
+
+/// Removes reaper containers that were created but never started by a process that is
+/// provably gone (killed between the reaper's creation and its start, a fraction of a
+/// second). A reaper that started removes itself (auto-remove): only these are left.
+async fn sweep_unstarted_reapers(docker: &Docker, me: &Owner) -> usize {
+    let filter = HashMap::from([
+        (
+            "label".to_string(),
+            vec![crate::reaper::LABEL_REAPER.to_string()],
+        ),
+        ("status".to_string(), vec!["created".to_string()]),
+    ]);
+    let opts = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filter)
+        .build();
+    let mut removed = 0;
+    for c in docker.list_containers(Some(opts)).await.unwrap_or_default() {
+        let gone = c
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(crate::reaper::LABEL_REAPER))
+            .and_then(|o| Owner::parse(o))
+            .is_some_and(|owner| owner.is_gone(me, start_time));
+        if gone && let Some(id) = c.id {
+            removed += usize::from(force_remove(docker, &id).await);
+        }
+    }
+    removed
 }
 
 #[cfg(test)]
