@@ -205,7 +205,7 @@ pub fn start_shared_blocking() -> Result<String, String> {
 
 /// A reaper for this process alone, for a suite, or for the test processes of one `cargo
 /// nextest` run (named after the run, found by that name, lingering between them).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 enum Mode {
     Own,
     Shared,
